@@ -1,0 +1,294 @@
+//! log-groups: makes sure every `awslogs-group` that an ECS task definition in
+//! use writes to exists, tagged, with a retention, before its tasks start.
+//!
+//! snapshot (the task definitions in use, read from ECS, never from the event
+//! alone) → plan ([`autopilot::log_groups`]) → apply
+//! ([`autopilot::ensure`]) → report.
+
+pub mod config;
+pub mod event;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::Serialize;
+use serde_json::Value;
+use tracing::{info, instrument, warn};
+
+use autopilot::ensure::{ensure_log_groups, GroupOutcome, GroupResult};
+use autopilot::log_groups::{targets, Settings, Usage};
+use autopilot::model::{cluster_name, TaskDefinition};
+use autopilot::ports::{EcsRead, LogGroupStore};
+use autopilot::telemetry::{Metrics, Unit};
+use autopilot::{AwsError, Error};
+
+pub use config::Config;
+use event::{ApiCall, ManualRequest, Trigger};
+
+pub struct Deps {
+    pub config: Config,
+    /// The region the function runs in; log groups elsewhere are skipped.
+    pub region: String,
+    pub ecs: Box<dyn EcsRead>,
+    pub logs: Box<dyn LogGroupStore>,
+}
+
+/// The invocation's result document.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub function: &'static str,
+    pub trigger: String,
+    pub dry_run: bool,
+    pub region: String,
+    pub retention_days: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    pub task_definitions: Vec<String>,
+    pub created: Vec<String>,
+    pub retention_set: Vec<String>,
+    pub already_compliant: Vec<String>,
+    pub skipped: Vec<Skipped>,
+    pub failed: Vec<Failed>,
+    pub groups: Vec<GroupOutcome>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Skipped {
+    pub log_group: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Failed {
+    pub log_group: String,
+    pub error: String,
+}
+
+#[instrument(skip_all)]
+pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
+    let trigger = Trigger::parse(payload)?;
+    let dry_run = deps.config.dry_run || trigger.dry_run();
+    info!(trigger = %trigger.name(), dry_run, "invoked");
+
+    let (in_use, note) = match &trigger {
+        Trigger::ApiCall(ApiCall { error_code: Some(code), event_name, .. }) => {
+            (vec![], Some(format!("the {event_name} call failed ({code}): it changed nothing, so neither do we")))
+        }
+        Trigger::ApiCall(call) => (task_definitions_of_call(deps, call).await?, None),
+        Trigger::Schedule => (sweep(deps, &deps.config.clusters).await?, None),
+        Trigger::Manual(request) => (manual(deps, request).await?, None),
+    };
+
+    let (targets, skipped) = targets(in_use.iter().map(|(td, usage)| (td, usage)), &deps.region);
+    let settings = Settings {
+        home_region: deps.region.clone(),
+        retention_days: deps.config.retention_days,
+        kms_key_id: deps.config.kms_key_arn.clone(),
+        dry_run,
+    };
+    let mut groups: Vec<GroupOutcome> = skipped.iter().map(GroupOutcome::skipped_use).collect();
+    groups.extend(ensure_log_groups(&*deps.logs, targets, &settings, deps.config.concurrency).await);
+
+    let task_definitions: BTreeSet<String> = in_use.iter().map(|(td, _)| td.arn.clone()).collect();
+    let report = Report::new(&trigger, &settings, note, task_definitions.into_iter().collect(), groups);
+    if !dry_run {
+        report.metrics(&deps.config.metrics_namespace).emit();
+    }
+    report.into_result()
+}
+
+type InUse = Vec<(TaskDefinition, Usage)>;
+
+/// The task definitions an ECS API call touched, read back from ECS: the
+/// service's current one (what its tasks start from now) and the one the call
+/// named, if different.
+async fn task_definitions_of_call(deps: &Deps, call: &ApiCall) -> Result<InUse, Error> {
+    let mut wanted: BTreeMap<String, Usage> = BTreeMap::new();
+    let mut usage = Usage::default();
+    if let Some(service) = &call.service {
+        // ECS's own default when a call names no cluster.
+        let cluster = call.cluster.as_deref().unwrap_or("default");
+        let found = deps
+            .ecs
+            .describe_services(cluster, std::slice::from_ref(service))
+            .await
+            .map_err(|e| not_found_as(e, || format!("cluster {cluster:?} named by the {} event", call.event_name)))?;
+        usage = Usage {
+            cluster: Some(cluster_name(cluster).to_string()),
+            service: Some(service_name(service).to_string()),
+        };
+        if let Some(current) = found.first() {
+            usage.cluster = Some(current.cluster_name().to_string());
+            wanted.insert(current.task_definition.clone(), usage.clone());
+        }
+    }
+    if let Some(named) = &call.task_definition {
+        wanted.entry(named.clone()).or_insert_with(|| usage.clone());
+    }
+    if wanted.is_empty() {
+        return Err(Error::NotFound(format!(
+            "service {:?} in cluster {:?} (from the {} event) does not exist",
+            call.service.as_deref().unwrap_or_default(),
+            call.cluster.as_deref().unwrap_or("default"),
+            call.event_name
+        )));
+    }
+    describe_all(deps, wanted.into_iter().map(|(td, usage)| (td, vec![usage])).collect()).await
+}
+
+async fn manual(deps: &Deps, request: &ManualRequest) -> Result<InUse, Error> {
+    match (&request.clusters, &request.task_definitions) {
+        (None, Some(named)) => {
+            let wanted = named.iter().map(|td| (td.clone(), vec![Usage::default()])).collect();
+            describe_all(deps, wanted).await
+        }
+        (clusters, named) => {
+            let clusters = clusters.as_ref().unwrap_or(&deps.config.clusters);
+            let mut in_use = sweep(deps, clusters).await?;
+            let extra = named.iter().flatten().map(|td| (td.clone(), vec![Usage::default()])).collect();
+            in_use.extend(describe_all(deps, extra).await?);
+            Ok(in_use)
+        }
+    }
+}
+
+/// Every service's current task definition in these clusters (all when empty).
+async fn sweep(deps: &Deps, clusters: &[String]) -> Result<InUse, Error> {
+    let ecs = &*deps.ecs;
+    let clusters = if clusters.is_empty() {
+        ecs.list_clusters().await?
+    } else {
+        clusters.to_vec()
+    };
+    let services: Vec<_> = stream::iter(clusters)
+        .map(|cluster| async move {
+            let not_found = || format!("cluster {cluster:?} (from CLUSTERS or the request)");
+            let arns = ecs.list_services(&cluster).await.map_err(|e| not_found_as(e, not_found))?;
+            ecs.describe_services(&cluster, &arns).await.map_err(|e| not_found_as(e, not_found))
+        })
+        .buffer_unordered(deps.config.concurrency)
+        .try_collect::<Vec<_>>()
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut wanted: BTreeMap<String, Vec<Usage>> = BTreeMap::new();
+    for service in &services {
+        wanted.entry(service.task_definition.clone()).or_default().push(Usage {
+            cluster: Some(service.cluster_name().to_string()),
+            service: Some(service.name.clone()),
+        });
+    }
+    info!(services = services.len(), task_definitions = wanted.len(), "swept services");
+    describe_all(deps, wanted).await
+}
+
+/// DescribeTaskDefinition for each distinct task definition, bounded.
+async fn describe_all(deps: &Deps, wanted: BTreeMap<String, Vec<Usage>>) -> Result<InUse, Error> {
+    let ecs = &*deps.ecs;
+    let described: Vec<(TaskDefinition, Vec<Usage>)> = stream::iter(wanted)
+        .map(|(name, usages)| async move {
+            let td = ecs
+                .describe_task_definition(&name)
+                .await
+                .map_err(|e| not_found_as(e, || format!("task definition {name:?}")))?;
+            Ok::<_, Error>((td, usages))
+        })
+        .buffer_unordered(deps.config.concurrency)
+        .try_collect()
+        .await?;
+    Ok(described
+        .into_iter()
+        .flat_map(|(td, usages)| usages.into_iter().map(move |u| (td.clone(), u)))
+        .collect())
+}
+
+/// ECS says "not found" as ClusterNotFoundException, or as a ClientException
+/// for task definitions; both become a clear [`Error::NotFound`].
+fn not_found_as(error: AwsError, what: impl FnOnce() -> String) -> Error {
+    let missing = error.code_is("ClusterNotFoundException")
+        || error.code_is("ServiceNotFoundException")
+        || (error.code_is("ClientException") && error.message.to_ascii_lowercase().contains("unable to describe"));
+    if missing {
+        Error::NotFound(format!("{}: {}", what(), error.message))
+    } else {
+        Error::Aws(error)
+    }
+}
+
+/// `arn:aws:ecs:…:service/cluster/name` → `name`.
+fn service_name(service: &str) -> &str {
+    if service.starts_with("arn:") {
+        service.rsplit('/').next().unwrap_or(service)
+    } else {
+        service
+    }
+}
+
+impl Report {
+    fn new(
+        trigger: &Trigger,
+        settings: &Settings,
+        note: Option<String>,
+        task_definitions: Vec<String>,
+        groups: Vec<GroupOutcome>,
+    ) -> Report {
+        let named = |result: GroupResult| -> Vec<String> {
+            groups.iter().filter(|g| g.result == result).map(|g| g.log_group.clone()).collect()
+        };
+        Report {
+            function: "log-groups",
+            trigger: trigger.name(),
+            dry_run: settings.dry_run,
+            region: settings.home_region.clone(),
+            retention_days: settings.retention_days,
+            note,
+            task_definitions,
+            created: named(GroupResult::Created),
+            retention_set: named(GroupResult::RetentionSet),
+            already_compliant: named(GroupResult::AlreadyCompliant),
+            skipped: groups
+                .iter()
+                .filter(|g| g.result == GroupResult::Skipped)
+                .map(|g| Skipped { log_group: g.log_group.clone(), reason: g.reason.clone().unwrap_or_default() })
+                .collect(),
+            failed: groups
+                .iter()
+                .filter(|g| g.result == GroupResult::Failed)
+                .map(|g| Failed { log_group: g.log_group.clone(), error: g.error.clone().unwrap_or_default() })
+                .collect(),
+            groups,
+        }
+    }
+
+    pub fn metrics(&self, namespace: &str) -> Metrics {
+        let mut metrics = Metrics::new(namespace).dimension("Function", self.function);
+        metrics
+            .put("LogGroupsCreated", self.created.len() as f64, Unit::Count)
+            .put("LogGroupsRetentionSet", self.retention_set.len() as f64, Unit::Count)
+            .put("LogGroupsCompliant", self.already_compliant.len() as f64, Unit::Count)
+            .put("LogGroupsSkipped", self.skipped.len() as f64, Unit::Count)
+            .put("LogGroupsFailed", self.failed.len() as f64, Unit::Count)
+            .property("trigger", Value::String(self.trigger.clone()));
+        metrics
+    }
+
+    /// A run with failed groups is an error, so Lambda retries it and the
+    /// on-failure destination gets it; the full report is logged first.
+    fn into_result(self) -> Result<Report, Error> {
+        let Some(first) = self.failed.first() else {
+            info!(report = %serde_json::to_string(&self).unwrap_or_default(), "done");
+            return Ok(self);
+        };
+        warn!(report = %serde_json::to_string(&self).unwrap_or_default(), "some log groups failed");
+        Err(Error::Partial {
+            failed: self.failed.len(),
+            total: self.groups.len(),
+            first: format!("{}: {}", first.log_group, first.error),
+            retryable: self.groups.iter().any(|g| g.result == GroupResult::Failed && g.retryable),
+        })
+    }
+}

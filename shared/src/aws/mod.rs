@@ -1,0 +1,85 @@
+//! Adapters: the ports implemented on the AWS SDK for Rust.
+//!
+//! One `aws_config` load per cold start ([`load_config`]) builds every client.
+//! It honours `AWS_ENDPOINT_URL` (and the per-service `AWS_ENDPOINT_URL_ECS`,
+//! …) like every SDK, so the same binary talks to moto in tests and to AWS in
+//! production. Errors are classified once, here, into [`AwsError`].
+
+pub mod ecs;
+pub mod logs;
+
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_ecs::error::ProvideErrorMetadata;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+
+use crate::AwsError;
+
+/// Attempts per call (first try included) unless `AWS_MAX_ATTEMPTS` says
+/// otherwise. Standard mode backs off exponentially with jitter, and retries
+/// throttling, 5xx and timeouts.
+const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+
+/// Loads the shared SDK configuration once per cold start.
+pub async fn load_config() -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if std::env::var_os("AWS_MAX_ATTEMPTS").is_none() {
+        loader = loader.retry_config(RetryConfig::standard().with_max_attempts(DEFAULT_MAX_ATTEMPTS));
+    }
+    loader.load().await
+}
+
+/// Error codes that mean "try again later", for calls whose SDK retries are
+/// already exhausted when we see them.
+const TRANSIENT_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "ServerException",
+    "InternalFailure",
+    "OperationAbortedException",
+    "RequestTimeout",
+];
+
+/// Turns an SDK error into our [`AwsError`], keeping it as the source.
+pub(crate) fn classify<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> AwsError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let code = error.code().map(String::from);
+    let retryable = match &error {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(ctx) => {
+            ctx.raw().status().is_server_error() || code.as_deref().is_some_and(|c| TRANSIENT_CODES.contains(&c))
+        }
+        _ => false,
+    };
+    let message = match error.message() {
+        Some(m) => m.to_string(),
+        None => aws_smithy_types_display(&error),
+    };
+    AwsError {
+        operation,
+        code,
+        message,
+        retryable,
+        source: Some(Box::new(error)),
+    }
+}
+
+/// The full error chain on one line, for errors that carry no service message
+/// (timeouts, connection failures).
+fn aws_smithy_types_display(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}

@@ -1,0 +1,167 @@
+//! Reading configuration from the environment, once, at cold start.
+//!
+//! Each function has its own config struct with `from_env()` and a
+//! `from_lookup(fn)` twin for tests; both go through [`Vars`], so every bad
+//! value fails the same way: an [`Error::Config`] that names the variable, the
+//! value and what is allowed.
+
+use crate::Error;
+
+/// A view of the environment (or of a test's map) with typed, validating getters.
+pub struct Vars<F: Fn(&str) -> Option<String>> {
+    lookup: F,
+}
+
+impl Vars<fn(&str) -> Option<String>> {
+    pub fn from_env() -> Self {
+        Vars {
+            lookup: |name| std::env::var(name).ok(),
+        }
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Vars<F> {
+    pub fn new(lookup: F) -> Self {
+        Vars { lookup }
+    }
+
+    /// The value, trimmed; an unset or blank variable is `None`.
+    pub fn get(&self, name: &str) -> Option<String> {
+        (self.lookup)(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// `true` or `false` (case-insensitive); anything else is an error rather
+    /// than a silent `false`, because DRY_RUN=yes must not write.
+    pub fn bool(&self, name: &'static str, default: bool) -> Result<bool, Error> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+            Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+            Some(v) => Err(invalid(name, v, "allowed: true, false")),
+        }
+    }
+
+    /// A comma-separated list; blanks between commas are ignored.
+    pub fn list(&self, name: &str) -> Vec<String> {
+        self.get(name)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A whole number that must be one of `allowed`.
+    pub fn one_of(&self, name: &'static str, default: i32, allowed: &[i32]) -> Result<i32, Error> {
+        let Some(raw) = self.get(name) else {
+            return Ok(default);
+        };
+        let listed = || {
+            let all: Vec<String> = allowed.iter().map(i32::to_string).collect();
+            format!("allowed: {}", all.join(", "))
+        };
+        match raw.parse::<i32>() {
+            Ok(n) if allowed.contains(&n) => Ok(n),
+            _ => Err(invalid(name, raw, &listed())),
+        }
+    }
+
+    /// A whole number in `min..=max`.
+    pub fn in_range(&self, name: &'static str, default: u64, min: u64, max: u64) -> Result<u64, Error> {
+        let Some(raw) = self.get(name) else {
+            return Ok(default);
+        };
+        match raw.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(invalid(name, raw, &format!("allowed: a whole number from {min} to {max}"))),
+        }
+    }
+
+    /// An ARN of the given service (`arn:<partition>:<service>:...`), if set.
+    pub fn arn(&self, name: &'static str, service: &str) -> Result<Option<String>, Error> {
+        let Some(raw) = self.get(name) else {
+            return Ok(None);
+        };
+        let parts: Vec<&str> = raw.splitn(6, ':').collect();
+        let ok = parts.len() == 6
+            && parts[0] == "arn"
+            && parts[1].starts_with("aws")
+            && parts[2] == service
+            && !parts[5].is_empty();
+        if ok {
+            Ok(Some(raw))
+        } else {
+            Err(invalid(
+                name,
+                raw,
+                &format!("expected an ARN of the form arn:aws:{service}:<region>:<account>:<resource>"),
+            ))
+        }
+    }
+}
+
+fn invalid(variable: &'static str, value: String, problem: &str) -> Error {
+    Error::Config {
+        variable,
+        value,
+        problem: problem.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vars<impl Fn(&str) -> Option<String>> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Vars::new(move |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn bool_rejects_words_that_are_not_true_or_false() {
+        let v = vars(&[("DRY_RUN", "yes")]);
+        let err = v.bool("DRY_RUN", false).unwrap_err().to_string();
+        assert_eq!(err, "invalid configuration: DRY_RUN=\"yes\": allowed: true, false");
+        assert!(vars(&[("DRY_RUN", "TRUE")]).bool("DRY_RUN", false).unwrap());
+        assert!(!vars(&[]).bool("DRY_RUN", false).unwrap());
+    }
+
+    #[test]
+    fn list_splits_and_trims() {
+        let v = vars(&[("CLUSTERS", " prod, ,staging ,")]);
+        assert_eq!(v.list("CLUSTERS"), vec!["prod", "staging"]);
+        assert!(vars(&[("CLUSTERS", "  ")]).list("CLUSTERS").is_empty());
+    }
+
+    #[test]
+    fn one_of_lists_what_is_allowed() {
+        let v = vars(&[("N", "2")]);
+        let err = v.one_of("N", 1, &[1, 3]).unwrap_err().to_string();
+        assert!(err.ends_with("allowed: 1, 3"), "{err}");
+        assert_eq!(vars(&[("N", "3")]).one_of("N", 1, &[1, 3]).unwrap(), 3);
+        assert!(vars(&[("N", "3.0")]).one_of("N", 1, &[1, 3]).is_err());
+    }
+
+    #[test]
+    fn in_range_bounds() {
+        assert_eq!(vars(&[]).in_range("C", 4, 1, 16).unwrap(), 4);
+        assert!(vars(&[("C", "0")]).in_range("C", 4, 1, 16).is_err());
+        assert!(vars(&[("C", "17")]).in_range("C", 4, 1, 16).is_err());
+        assert_eq!(vars(&[("C", "16")]).in_range("C", 4, 1, 16).unwrap(), 16);
+    }
+
+    #[test]
+    fn arn_checks_service() {
+        let ok = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        assert_eq!(vars(&[("K", ok)]).arn("K", "kms").unwrap().as_deref(), Some(ok));
+        assert!(vars(&[("K", "alias/logs")]).arn("K", "kms").is_err());
+        assert!(vars(&[("K", "arn:aws:s3:::bucket")]).arn("K", "kms").is_err());
+    }
+}

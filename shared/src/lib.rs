@@ -1,0 +1,22 @@
+//! ecr-autopilot's library: what the four functions share.
+//!
+//! The shape is a functional core with an imperative shell. Planners
+//! ([`log_groups`]) are pure functions over our own types ([`model`]); ports
+//! ([`ports`]) are small traits with our own types in and out; adapters
+//! ([`aws`]) implement the ports on the AWS SDK and never leak its types.
+//! Configuration ([`config`]), errors ([`error`]) and telemetry ([`telemetry`])
+//! are shared so every function starts, fails and reports the same way.
+
+pub mod aws;
+pub mod config;
+pub mod ensure;
+pub mod error;
+pub mod log_groups;
+pub mod model;
+pub mod ports;
+pub mod telemetry;
+
+#[cfg(any(test, feature = "test-support"))]
+pub mod fakes;
+
+pub use error::{AwsError, Error};

@@ -1,0 +1,78 @@
+//! Our own types for the things the functions reason about. Adapters convert
+//! AWS SDK shapes into these; planners see nothing else.
+
+use std::collections::BTreeMap;
+
+pub type Tags = BTreeMap<String, String>;
+
+/// One revision of an ECS task definition, as far as the planners need it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskDefinition {
+    pub arn: String,
+    pub family: String,
+    pub revision: i32,
+    pub containers: Vec<Container>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Container {
+    pub name: String,
+    pub image: String,
+    pub log: Option<LogConfiguration>,
+}
+
+/// A container's `logConfiguration`: the driver and its options verbatim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfiguration {
+    pub driver: String,
+    pub options: BTreeMap<String, String>,
+}
+
+/// An ECS service with its tags and the task definition it runs now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    pub arn: String,
+    pub name: String,
+    pub cluster_arn: String,
+    /// The service's current task definition (an ARN, or `family:revision`).
+    pub task_definition: String,
+    pub tags: Tags,
+}
+
+impl Service {
+    pub fn cluster_name(&self) -> &str {
+        cluster_name(&self.cluster_arn)
+    }
+}
+
+/// `arn:aws:ecs:us-east-1:123456789012:cluster/prod` → `prod`; a bare name is
+/// returned as it is.
+pub fn cluster_name(cluster: &str) -> &str {
+    match cluster.rsplit_once(":cluster/") {
+        Some((_, name)) => name,
+        None => cluster,
+    }
+}
+
+/// A CloudWatch Logs log group as it exists now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogGroup {
+    pub name: String,
+    /// The ARN without the trailing `:*`, as TagResource takes it.
+    pub arn: Option<String>,
+    /// `None` means "never expire": nobody has set a retention.
+    pub retention_days: Option<i32>,
+    pub kms_key_id: Option<String>,
+    pub tags: Tags,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_name_from_arn_or_name() {
+        assert_eq!(cluster_name("arn:aws:ecs:us-east-1:123456789012:cluster/prod"), "prod");
+        assert_eq!(cluster_name("prod"), "prod");
+    }
+}

@@ -1,0 +1,47 @@
+//! Ports: the small traits the handlers talk to. Our own types in and out, so
+//! handlers run unchanged against AWS (the adapters in [`crate::aws`]) or
+//! against the in-memory fakes in `fakes` (feature `test-support`).
+
+use async_trait::async_trait;
+
+use crate::model::{LogGroup, Service, Tags, TaskDefinition};
+use crate::AwsError;
+
+/// Read-only ECS: the clusters, services and task definitions in use.
+#[async_trait]
+pub trait EcsRead: Send + Sync {
+    /// Every cluster ARN in the account and region.
+    async fn list_clusters(&self) -> Result<Vec<String>, AwsError>;
+
+    /// Every service ARN in `cluster` (a name or an ARN).
+    async fn list_services(&self, cluster: &str) -> Result<Vec<String>, AwsError>;
+
+    /// The named services with their tags. Services that do not exist are left
+    /// out rather than failing the call.
+    async fn describe_services(&self, cluster: &str, services: &[String]) -> Result<Vec<Service>, AwsError>;
+
+    /// One task definition, by ARN or `family[:revision]`.
+    async fn describe_task_definition(&self, task_definition: &str) -> Result<TaskDefinition, AwsError>;
+}
+
+/// Whether CreateLogGroup made the group or found it already there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Created {
+    New,
+    AlreadyExisted,
+}
+
+/// CloudWatch Logs log groups.
+#[async_trait]
+pub trait LogGroupStore: Send + Sync {
+    /// The group with exactly this name, with its tags, if it exists.
+    async fn find(&self, name: &str) -> Result<Option<LogGroup>, AwsError>;
+
+    /// Creates the group. "Already exists" is not an error: it is [`Created::AlreadyExisted`].
+    async fn create(&self, name: &str, tags: &Tags, kms_key_id: Option<&str>) -> Result<Created, AwsError>;
+
+    async fn put_retention(&self, name: &str, days: i32) -> Result<(), AwsError>;
+
+    /// Adds or overwrites these tags on the group with this ARN.
+    async fn tag(&self, arn: &str, tags: &Tags) -> Result<(), AwsError>;
+}
