@@ -1,1 +1,298 @@
+//! The end-to-end harness: the real function binaries, served by cargo-lambda's
+//! local Lambda Runtime API, calling moto server as the local AWS.
+//!
+//! - [`moto`] starts one moto server per test binary, on a free loopback port,
+//!   and a watchdog stops it by pid when the test process exits.
+//! - [`Lambda`] starts `cargo lambda watch --only-lambda-apis` and one function
+//!   binary behind it, both stopped (by process group) when dropped.
+//! - [`world`] builds the tutorial-like ECS world the tests and the demo use.
+//!
+//! Tests that share moto hold [`serial`] and call [`Moto::reset`] first.
 
+pub mod world;
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_ecs::config::Credentials;
+use serde_json::Value;
+
+/// The region every test world lives in; the `events/` files name it.
+pub const REGION: &str = "us-east-1";
+/// moto's default account, which the `events/` files name.
+pub const ACCOUNT: &str = "123456789012";
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// The tool virtualenv made by `scripts/setup.sh`.
+pub fn tools_bin() -> PathBuf {
+    let venv = std::env::var_os("AUTOPILOT_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/ecr-autopilot/venv"));
+    let bin = venv.join("bin");
+    assert!(
+        bin.join("moto_server").exists() && bin.join("cargo-lambda").exists(),
+        "tools missing in {}: run `make setup` (scripts/setup.sh) first",
+        venv.display()
+    );
+    bin
+}
+
+/// A function binary built by `cargo build --bins` (the Makefile does this
+/// before `cargo test`, so every test runs the same build).
+pub fn function_binary(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let path = target.join("debug").join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --bins` first", path.display());
+    path
+}
+
+pub fn event(name: &str) -> Value {
+    let path = workspace_root().join("events").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on 127.0.0.1:{port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts `program` in its own process group under a watchdog that kills the
+/// whole group when this test process exits, however it exits. Killing the
+/// returned child (the watchdog) also kills the group.
+fn spawn_guarded(program: &Path, args: &[&str], envs: &[(String, String)], log: &Path) -> Child {
+    let script = r#"
+        prog="$1"; shift
+        setsid "$prog" "$@" & child=$!
+        trap 'kill -TERM -- -$child 2>/dev/null; exit 0' EXIT TERM INT
+        while kill -0 "$WATCH_PID" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.2; done
+    "#;
+    let log_file = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    let err_file = log_file.try_clone().expect("log file handle");
+    Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg("guard")
+        .arg(program)
+        .args(args)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
+        .env("WATCH_PID", std::process::id().to_string())
+        .current_dir(workspace_root())
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(err_file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()))
+}
+
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
+}
+
+fn logs_dir() -> PathBuf {
+    let dir = workspace_root().join("target").join("e2e-logs");
+    std::fs::create_dir_all(&dir).expect("target/e2e-logs");
+    dir
+}
+
+/// A moto server on loopback.
+pub struct Moto {
+    pub endpoint: String,
+    _guard: Mutex<Child>,
+}
+
+/// The moto server of this test binary, started on first use.
+pub fn moto() -> &'static Moto {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(Moto::start)
+}
+
+/// Serialises the tests of one binary around the shared moto server.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let port = free_port();
+        let log = logs_dir().join(format!("moto-{}.log", std::process::id()));
+        let port_text = port.to_string();
+        let child = spawn_guarded(&tools_bin().join("moto_server"), &["-H", "127.0.0.1", "-p", &port_text], &[], &log);
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while ureq::get(format!("{endpoint}/moto-api/")).call().is_err() {
+            assert!(Instant::now() < deadline, "moto did not start; see {}", log.display());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto { endpoint, _guard: Mutex::new(child) }
+    }
+
+    /// Clears all state.
+    pub fn reset(&self) {
+        ureq::post(format!("{}/moto-api/reset", self.endpoint)).send_empty().expect("moto reset");
+    }
+
+    /// The environment a function needs to call this moto.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_REGION", REGION),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            // Keep a test's failure fast: moto does not throttle.
+            ("AWS_MAX_ATTEMPTS", "2"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    pub async fn sdk_config(&self) -> SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .region(Region::new(REGION))
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "e2e"))
+            .load()
+            .await
+    }
+}
+
+/// An error the function returned, as the Runtime API reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionError {
+    pub error_type: String,
+    pub error_message: String,
+}
+
+/// One function binary behind its own local Lambda Runtime API.
+pub struct Lambda {
+    port: u16,
+    watch: Child,
+    function: Child,
+    log: PathBuf,
+}
+
+impl Lambda {
+    /// Starts `cargo lambda watch --only-lambda-apis` and the named function
+    /// binary with moto's environment plus `env`.
+    pub fn start(function: &str, env: &[(&str, &str)]) -> Lambda {
+        Self::start_binary(&function_binary(function), function, env)
+    }
+
+    pub fn start_binary(binary: &Path, function: &str, env: &[(&str, &str)]) -> Lambda {
+        let port = free_port();
+        let tag = format!("{function}-{}-{port}", std::process::id());
+        let port_text = port.to_string();
+        let watch = spawn_guarded(
+            &tools_bin().join("cargo-lambda"),
+            &["lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P", &port_text],
+            &[("PATH".into(), path_with_tools())],
+            &logs_dir().join(format!("{tag}-runtime.log")),
+        );
+        wait_for_port(port, "cargo lambda watch");
+        let mut envs = moto().env();
+        envs.extend([
+            ("AWS_LAMBDA_RUNTIME_API".to_string(), format!("http://127.0.0.1:{port}/.rt")),
+            ("AWS_LAMBDA_FUNCTION_NAME".into(), function.into()),
+            ("AWS_LAMBDA_FUNCTION_VERSION".into(), "1".into()),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), "256".into()),
+            ("AWS_LAMBDA_LOG_FORMAT".into(), "JSON".into()),
+        ]);
+        envs.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let log = logs_dir().join(format!("{tag}-function.log"));
+        let function = spawn_guarded(binary, &[], &envs, &log);
+        Lambda { port, watch, function, log }
+    }
+
+    /// Invokes the function with `payload` and waits for its response.
+    pub fn invoke(&self, payload: &Value) -> Result<Value, FunctionError> {
+        let url = format!("http://127.0.0.1:{}/2015-03-31/functions/_/invocations", self.port);
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build();
+        let agent = ureq::Agent::new_with_config(config);
+        let mut response = agent
+            .post(&url)
+            .send_json(payload)
+            .unwrap_or_else(|e| panic!("invoke failed: {e}; function log: {}", self.log_text()));
+        let failed = response.headers().contains_key("x-amz-function-error") || !response.status().is_success();
+        let body: Value = response.body_mut().read_json().unwrap_or(Value::Null);
+        if failed {
+            return Err(FunctionError {
+                error_type: body["errorType"].as_str().unwrap_or_default().to_string(),
+                error_message: body["errorMessage"].as_str().unwrap_or_default().to_string(),
+            });
+        }
+        Ok(body)
+    }
+
+    /// Everything the function wrote to stdout and stderr so far.
+    pub fn log_text(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// The Embedded Metric Format documents among the function's log lines.
+    pub fn emf_documents(&self) -> Vec<Value> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v.get("_aws").is_some())
+            .collect()
+    }
+
+    /// Waits for the function process to exit (a cold-start failure).
+    pub fn wait_for_exit(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if !self.log_text().is_empty() && !self.function_alive() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        !self.function_alive()
+    }
+
+    fn function_alive(&mut self) -> bool {
+        matches!(self.function.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Lambda {
+    fn drop(&mut self) {
+        stop(&mut self.function);
+        stop(&mut self.watch);
+    }
+}
+
+/// PATH with the tool virtualenv first, so cargo-lambda finds its zig.
+pub fn path_with_tools() -> String {
+    let path = std::env::var("PATH").unwrap_or_default();
+    format!("{}:{path}", tools_bin().display())
+}

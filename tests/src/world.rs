@@ -1,0 +1,194 @@
+//! A tutorial-like world on moto: the "break the monolith" cluster with its
+//! `users`, `threads` and `posts` services, each logging with `awslogs` to a
+//! group that does not exist yet. `threads` also runs an Envoy sidecar that
+//! logs to a second group.
+
+use std::collections::HashMap;
+
+use aws_sdk_cloudwatchlogs::Client as LogsClient;
+use aws_sdk_ecs::types::{
+    ContainerDefinition, CpuArchitecture, LogConfiguration, LogDriver, OsFamily, RuntimePlatform, Tag,
+};
+use aws_sdk_ecs::Client as EcsClient;
+
+use crate::{moto, ACCOUNT, REGION};
+
+pub const CLUSTER: &str = "microservices";
+pub const SERVICES: [&str; 3] = ["users", "threads", "posts"];
+
+/// The tutorial's services and the log groups their task definitions name.
+pub fn tutorial_groups() -> Vec<&'static str> {
+    vec!["/ecs/posts", "/ecs/threads", "/ecs/threads-envoy", "/ecs/users"]
+}
+
+pub struct World {
+    pub ecs: EcsClient,
+    pub logs: LogsClient,
+}
+
+/// A log group as the test sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupView {
+    pub retention_days: Option<i32>,
+    pub kms_key_id: Option<String>,
+    pub tags: HashMap<String, String>,
+}
+
+pub fn image(repository: &str, tag: &str) -> String {
+    format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{repository}:{tag}")
+}
+
+impl World {
+    pub async fn new() -> World {
+        let sdk = moto().sdk_config().await;
+        World { ecs: EcsClient::new(&sdk), logs: LogsClient::new(&sdk) }
+    }
+
+    /// The cluster, the three services and their task definitions.
+    pub async fn tutorial(&self) {
+        self.cluster(CLUSTER).await;
+        for service in SERVICES {
+            let mut containers = vec![(service, format!("/ecs/{service}"))];
+            if service == "threads" {
+                containers.push(("envoy", "/ecs/threads-envoy".to_string()));
+            }
+            let containers: Vec<(&str, &str)> = containers.iter().map(|(c, g)| (*c, g.as_str())).collect();
+            let arn = self.task_definition(service, &containers).await;
+            self.service(CLUSTER, service, &arn).await;
+        }
+    }
+
+    pub async fn cluster(&self, name: &str) {
+        self.ecs.create_cluster().cluster_name(name).send().await.expect("create_cluster");
+    }
+
+    /// Registers `family` with one container per `(name, awslogs-group)`; an
+    /// empty group name means a container without a log configuration.
+    pub async fn task_definition(&self, family: &str, containers: &[(&str, &str)]) -> String {
+        self.task_definition_logging_to(family, containers, REGION).await
+    }
+
+    /// Like [`World::task_definition`], with `awslogs-region` set to `log_region`.
+    pub async fn task_definition_logging_to(&self, family: &str, containers: &[(&str, &str)], log_region: &str) -> String {
+        let definitions = containers.iter().map(|(name, group)| {
+            let mut c = ContainerDefinition::builder()
+                .name(*name)
+                .image(if *name == "envoy" {
+                    "public.ecr.aws/appmesh/aws-appmesh-envoy:v1.29.12.1-prod".to_string()
+                } else {
+                    image(family, "latest")
+                })
+                .essential(*name == family);
+            if !group.is_empty() {
+                c = c.log_configuration(
+                    LogConfiguration::builder()
+                        .log_driver(LogDriver::Awslogs)
+                        .options("awslogs-group", *group)
+                        .options("awslogs-region", log_region)
+                        .options("awslogs-stream-prefix", "ecs")
+                        .build()
+                        .expect("log configuration"),
+                );
+            }
+            c.build()
+        });
+        let output = self
+            .ecs
+            .register_task_definition()
+            .family(family)
+            .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
+            .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+            .cpu("256")
+            .memory("512")
+            .runtime_platform(
+                RuntimePlatform::builder()
+                    .cpu_architecture(CpuArchitecture::Arm64)
+                    .operating_system_family(OsFamily::Linux)
+                    .build(),
+            )
+            .set_container_definitions(Some(definitions.collect()))
+            .send()
+            .await
+            .expect("register_task_definition");
+        output
+            .task_definition()
+            .and_then(|t| t.task_definition_arn())
+            .expect("task definition ARN")
+            .to_string()
+    }
+
+    pub async fn service(&self, cluster: &str, name: &str, task_definition: &str) {
+        self.ecs
+            .create_service()
+            .cluster(cluster)
+            .service_name(name)
+            .task_definition(task_definition)
+            .desired_count(1)
+            .tags(Tag::builder().key("team").value("platform").build())
+            .send()
+            .await
+            .expect("create_service");
+    }
+
+    pub async fn create_log_group(&self, name: &str, retention_days: Option<i32>, tags: &[(&str, &str)]) {
+        let tags: HashMap<String, String> = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.logs
+            .create_log_group()
+            .log_group_name(name)
+            .set_tags((!tags.is_empty()).then_some(tags))
+            .send()
+            .await
+            .expect("create_log_group");
+        if let Some(days) = retention_days {
+            self.logs
+                .put_retention_policy()
+                .log_group_name(name)
+                .retention_in_days(days)
+                .send()
+                .await
+                .expect("put_retention_policy");
+        }
+    }
+
+    /// Every log group name, sorted.
+    pub async fn log_group_names(&self) -> Vec<String> {
+        let groups: Vec<_> = self
+            .logs
+            .describe_log_groups()
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .expect("describe_log_groups");
+        let mut names: Vec<String> = groups.iter().filter_map(|g| g.log_group_name().map(String::from)).collect();
+        names.sort();
+        names
+    }
+
+    pub async fn log_group(&self, name: &str) -> Option<GroupView> {
+        let groups = self
+            .logs
+            .describe_log_groups()
+            .log_group_name_prefix(name)
+            .send()
+            .await
+            .expect("describe_log_groups");
+        let group = groups.log_groups().iter().find(|g| g.log_group_name() == Some(name))?.clone();
+        let arn = group.log_group_arn().map(String::from).unwrap_or_default();
+        let tags = self
+            .logs
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+            .expect("list_tags_for_resource")
+            .tags
+            .unwrap_or_default();
+        Some(GroupView {
+            retention_days: group.retention_in_days(),
+            kms_key_id: group.kms_key_id().map(String::from),
+            tags,
+        })
+    }
+}
