@@ -200,3 +200,22 @@ async fn kms_key_and_other_region_groups() {
     assert_eq!(reports.kms_key_id.as_deref(), Some(key));
     assert_eq!(world.log_group_names().await, ["/ecs/reports"]);
 }
+
+/// The deployable artefact itself: the arm64 release bootstrap, under
+/// qemu-aarch64, against moto. `make test` builds it and sets
+/// AUTOPILOT_ARM64_BOOTSTRAP_DIR; a bare `cargo test` says it skipped this.
+#[tokio::test]
+async fn arm64_release_bootstrap_does_the_sweep_under_qemu() {
+    let Some(dir) = std::env::var_os("AUTOPILOT_ARM64_BOOTSTRAP_DIR") else {
+        eprintln!("skipped: AUTOPILOT_ARM64_BOOTSTRAP_DIR is not set (make test sets it)");
+        return;
+    };
+    let bootstrap = std::path::PathBuf::from(dir).join("log-groups/bootstrap");
+    assert!(bootstrap.exists(), "{} is missing: run `make arm64`", bootstrap.display());
+    let _serial = serial();
+    let world = tutorial().await;
+    let lambda = Lambda::start_arm64(&bootstrap, "log-groups", &[("LOG_RETENTION_DAYS", "1")]);
+    let report = lambda.invoke(&event("log-groups-schedule.json")).expect("sweep under qemu");
+    assert_eq!(strings(&report["created"]), tutorial_groups());
+    assert_eq!(world.log_group("/ecs/users").await.expect("created").retention_days, Some(1));
+}

@@ -45,14 +45,14 @@ pub fn tools_bin() -> PathBuf {
     bin
 }
 
-/// A function binary built by `cargo build --bins` (the Makefile does this
+/// A function binary built by `cargo build --workspace --all-targets` (`make build`,
 /// before `cargo test`, so every test runs the same build).
 pub fn function_binary(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
     let path = target.join("debug").join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --bins` first", path.display());
+    assert!(path.exists(), "{} is missing: run `make build` (cargo build --workspace --all-targets) first", path.display());
     path
 }
 
@@ -202,6 +202,18 @@ impl Lambda {
     }
 
     pub fn start_binary(binary: &Path, function: &str, env: &[(&str, &str)]) -> Lambda {
+        Self::start_command(binary, &[], function, env)
+    }
+
+    /// The arm64 release `bootstrap` of `function` (from `cargo lambda build
+    /// --release --arm64`) under qemu user emulation, as Lambda would run it.
+    pub fn start_arm64(bootstrap: &Path, function: &str, env: &[(&str, &str)]) -> Lambda {
+        let bootstrap = bootstrap.to_str().expect("utf-8 path");
+        let qemu = Path::new("/usr/bin/qemu-aarch64-static");
+        Self::start_command(qemu, &["-L", "/usr/aarch64-linux-gnu", bootstrap], function, env)
+    }
+
+    fn start_command(program: &Path, args: &[&str], function: &str, env: &[(&str, &str)]) -> Lambda {
         let port = free_port();
         let tag = format!("{function}-{}-{port}", std::process::id());
         let port_text = port.to_string();
@@ -222,7 +234,7 @@ impl Lambda {
         ]);
         envs.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let log = logs_dir().join(format!("{tag}-function.log"));
-        let function = spawn_guarded(binary, &[], &envs, &log);
+        let function = spawn_guarded(program, args, &envs, &log);
         Lambda { port, watch, function, log }
     }
 

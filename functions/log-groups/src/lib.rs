@@ -292,3 +292,133 @@ impl Report {
         })
     }
 }
+
+/// Handler tests over the in-memory fakes: the orchestration (which task
+/// definitions are read for which trigger, what the report says), with no
+/// emulator. The end-to-end tests in `tests/log_groups.rs` run the binary.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use autopilot::fakes::{FakeEcs, FakeLogs};
+    use autopilot::model::{Container, LogConfiguration, Service};
+    use serde_json::json;
+
+    const ACCOUNT: &str = "123456789012";
+
+    fn td(family: &str, groups: &[&str]) -> TaskDefinition {
+        TaskDefinition {
+            arn: format!("arn:aws:ecs:us-east-1:{ACCOUNT}:task-definition/{family}:1"),
+            family: family.into(),
+            revision: 1,
+            containers: groups
+                .iter()
+                .enumerate()
+                .map(|(i, g)| Container {
+                    name: format!("{family}-{i}"),
+                    image: "nginx".into(),
+                    log: Some(LogConfiguration {
+                        driver: "awslogs".into(),
+                        options: [("awslogs-group".to_string(), g.to_string())].into(),
+                    }),
+                })
+                .collect(),
+        }
+    }
+
+    fn service(cluster: &str, name: &str) -> Service {
+        Service {
+            arn: format!("arn:aws:ecs:us-east-1:{ACCOUNT}:service/{cluster}/{name}"),
+            name: name.into(),
+            cluster_arn: format!("arn:aws:ecs:us-east-1:{ACCOUNT}:cluster/{cluster}"),
+            task_definition: format!("arn:aws:ecs:us-east-1:{ACCOUNT}:task-definition/{name}:1"),
+            tags: Default::default(),
+        }
+    }
+
+    fn deps(logs: FakeLogs, config: Config) -> Deps {
+        let mut clusters = BTreeMap::new();
+        clusters.insert(format!("arn:aws:ecs:us-east-1:{ACCOUNT}:cluster/prod"), vec![service("prod", "users")]);
+        clusters.insert(format!("arn:aws:ecs:us-east-1:{ACCOUNT}:cluster/staging"), vec![service("staging", "posts")]);
+        let ecs = FakeEcs {
+            clusters,
+            task_definitions: vec![td("users", &["/ecs/users", "/ecs/users-envoy"]), td("posts", &["/ecs/posts"]), td("batch", &["/ecs/batch"])],
+        };
+        Deps { config, region: "us-east-1".into(), ecs: Box::new(ecs), logs: Box::new(logs) }
+    }
+
+    fn config(pairs: &[(&str, &str)]) -> Config {
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(move |k| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone())).expect("valid")
+    }
+
+    fn cloudtrail(event_name: &str, detail: Value) -> Value {
+        let mut d = json!({"eventSource": "ecs.amazonaws.com", "eventName": event_name});
+        d.as_object_mut().expect("object").extend(detail.as_object().expect("object").clone());
+        json!({"source": "aws.ecs", "detail-type": "AWS API Call via CloudTrail", "detail": d})
+    }
+
+    #[tokio::test]
+    async fn sweep_covers_every_cluster_unless_clusters_is_set() {
+        let all = deps(FakeLogs::default(), config(&[]));
+        let report = handle(&all, json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}})).await.expect("ok");
+        assert_eq!(report.created, ["/ecs/posts", "/ecs/users", "/ecs/users-envoy"]);
+
+        let prod_only = deps(FakeLogs::default(), config(&[("CLUSTERS", "prod")]));
+        let report = handle(&prod_only, json!({"dryRun": false})).await.expect("ok");
+        assert_eq!(report.created, ["/ecs/users", "/ecs/users-envoy"]);
+    }
+
+    #[tokio::test]
+    async fn update_service_reads_the_service_current_task_definition() {
+        let d = deps(FakeLogs::default(), config(&[]));
+        let event = cloudtrail("UpdateService", json!({"requestParameters": {"cluster": "staging", "service": "posts"}}));
+        let report = handle(&d, event).await.expect("ok");
+        assert_eq!(report.created, ["/ecs/posts"]);
+        assert_eq!(report.groups[0].services, ["posts"]);
+        assert_eq!(report.groups[0].clusters, ["staging"]);
+    }
+
+    #[tokio::test]
+    async fn register_task_definition_ensures_an_unused_revision_too() {
+        let d = deps(FakeLogs::default(), config(&[]));
+        let event = cloudtrail(
+            "RegisterTaskDefinition",
+            json!({"responseElements": {"taskDefinition": {"taskDefinitionArn": format!("arn:aws:ecs:us-east-1:{ACCOUNT}:task-definition/batch:1")}}}),
+        );
+        assert_eq!(handle(&d, event).await.expect("ok").created, ["/ecs/batch"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_api_call_reads_and_writes_nothing() {
+        let logs = FakeLogs::default();
+        logs.fail_on("/ecs/users");
+        let d = deps(logs, config(&[]));
+        let event = cloudtrail("CreateService", json!({"errorCode": "InvalidParameterException", "requestParameters": {"cluster": "prod", "serviceName": "users"}}));
+        let report = handle(&d, event).await.expect("ok");
+        assert!(report.groups.is_empty());
+        assert!(report.note.as_deref().unwrap_or("").contains("InvalidParameterException"));
+    }
+
+    #[tokio::test]
+    async fn a_missing_service_is_not_found() {
+        let d = deps(FakeLogs::default(), config(&[]));
+        let event = cloudtrail("UpdateService", json!({"requestParameters": {"cluster": "prod", "service": "gone"}}));
+        let error = handle(&d, event).await.expect_err("not found");
+        assert!(matches!(error, Error::NotFound(_)), "{error}");
+    }
+
+    #[tokio::test]
+    async fn failed_groups_fail_the_invocation_after_the_others_are_done() {
+        let logs = FakeLogs::default();
+        logs.fail_on("/ecs/users-envoy");
+        let d = deps(logs, config(&[("CLUSTERS", "prod")]));
+        let error = handle(&d, json!({})).await.expect_err("partial failure");
+        match error {
+            Error::Partial { failed, total, retryable, ref first } => {
+                assert_eq!((failed, total, retryable), (1, 2, false));
+                assert!(first.starts_with("/ecs/users-envoy: "), "{first}");
+            }
+            other => panic!("expected Partial, got {other}"),
+        }
+    }
+}

@@ -128,3 +128,109 @@ fn to_task_definition(td: &aws_sdk_ecs::types::TaskDefinition) -> Option<TaskDef
             .collect(),
     })
 }
+
+/// Paging and batching against the real SDK client with `aws-smithy-mocks`:
+/// moto ignores `maxResults` and never returns a second page.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ecs::operation::describe_services::DescribeServicesOutput;
+    use aws_sdk_ecs::operation::describe_task_definition::DescribeTaskDefinitionOutput;
+    use aws_sdk_ecs::operation::list_services::ListServicesOutput;
+    use aws_sdk_ecs::types::{ContainerDefinition, LogConfiguration as SdkLog, LogDriver, Service as SdkService, Tag};
+    use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+
+    fn adapter(rules: &[&Rule]) -> EcsAdapter {
+        EcsAdapter::from_client(mock_client!(aws_sdk_ecs, RuleMode::Sequential, rules))
+    }
+
+    fn arn(name: &str) -> String {
+        format!("arn:aws:ecs:us-east-1:123456789012:service/prod/{name}")
+    }
+
+    #[tokio::test]
+    async fn list_services_follows_every_page() {
+        let pages = mock!(Client::list_services)
+            .sequence()
+            .output(|| ListServicesOutput::builder().service_arns(arn("a")).service_arns(arn("b")).next_token("2").build())
+            .output(|| ListServicesOutput::builder().service_arns(arn("c")).next_token("3").build())
+            .output(|| ListServicesOutput::builder().service_arns(arn("d")).build())
+            .build();
+        let services = adapter(&[&pages]).list_services("prod").await.expect("listed");
+        assert_eq!(services, ["a", "b", "c", "d"].map(arn));
+        assert_eq!(pages.num_calls(), 3);
+    }
+
+    #[tokio::test]
+    async fn describe_services_asks_ten_at_a_time_and_keeps_tags() {
+        let names: Vec<String> = (0..25).map(|i| arn(&format!("s{i}"))).collect();
+        let rule = mock!(Client::describe_services)
+            .match_requests(|r| r.services().len() <= DESCRIBE_SERVICES_BATCH)
+            .sequence()
+            .output(|| {
+                DescribeServicesOutput::builder()
+                    .services(
+                        SdkService::builder()
+                            .service_arn(arn("s0"))
+                            .service_name("s0")
+                            .cluster_arn("arn:aws:ecs:us-east-1:123456789012:cluster/prod")
+                            .task_definition("arn:aws:ecs:us-east-1:123456789012:task-definition/s0:3")
+                            .tags(Tag::builder().key("autopilot:deploy").value("on").build())
+                            .build(),
+                    )
+                    .build()
+            })
+            .output(|| DescribeServicesOutput::builder().build())
+            .times(2)
+            .build();
+        let services = adapter(&[&rule]).describe_services("prod", &names).await.expect("described");
+        assert_eq!(rule.num_calls(), 3, "ceil(25 / 10) calls");
+        assert_eq!(services.len(), 1);
+        assert_eq!(services[0].cluster_name(), "prod");
+        assert_eq!(services[0].tags.get("autopilot:deploy").map(String::as_str), Some("on"));
+    }
+
+    #[tokio::test]
+    async fn task_definition_keeps_log_configuration() {
+        let rule = mock!(Client::describe_task_definition).then_output(|| {
+            DescribeTaskDefinitionOutput::builder()
+                .task_definition(
+                    aws_sdk_ecs::types::TaskDefinition::builder()
+                        .task_definition_arn("arn:aws:ecs:us-east-1:123456789012:task-definition/users:4")
+                        .family("users")
+                        .revision(4)
+                        .container_definitions(
+                            ContainerDefinition::builder()
+                                .name("users")
+                                .image("123456789012.dkr.ecr.us-east-1.amazonaws.com/users:latest")
+                                .log_configuration(
+                                    SdkLog::builder()
+                                        .log_driver(LogDriver::Awslogs)
+                                        .options("awslogs-group", "/ecs/users")
+                                        .build()
+                                        .expect("valid"),
+                                )
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        });
+        let td = adapter(&[&rule]).describe_task_definition("users:4").await.expect("described");
+        assert_eq!(td.revision, 4);
+        let log = td.containers[0].log.as_ref().expect("log configuration");
+        assert_eq!(log.driver, "awslogs");
+        assert_eq!(log.options.get("awslogs-group").map(String::as_str), Some("/ecs/users"));
+    }
+
+    #[tokio::test]
+    async fn missing_cluster_keeps_its_error_code() {
+        let rule = mock!(Client::list_services)
+            .sequence()
+            .http_status(400, Some(r#"{"__type":"ClusterNotFoundException","message":"Cluster not found."}"#.into()))
+            .build();
+        let error = adapter(&[&rule]).list_services("nope").await.expect_err("missing");
+        assert!(error.code_is("ClusterNotFoundException"));
+        assert!(!error.retryable);
+    }
+}

@@ -169,3 +169,119 @@ impl LogGroupStore for LogsAdapter {
         Ok(())
     }
 }
+
+/// Adapter tests against the real SDK client with `aws-smithy-mocks`: retry
+/// classification and paging are what moto cannot show (it never throttles,
+/// never aborts, and answers a prefix search in one page).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_cloudwatchlogs::config::retry::RetryConfig;
+    use aws_sdk_cloudwatchlogs::operation::create_log_group::CreateLogGroupOutput;
+    use aws_sdk_cloudwatchlogs::operation::describe_log_groups::DescribeLogGroupsOutput;
+    use aws_sdk_cloudwatchlogs::operation::list_tags_for_resource::ListTagsForResourceOutput;
+    use aws_sdk_cloudwatchlogs::operation::put_retention_policy::PutRetentionPolicyOutput;
+    use aws_sdk_cloudwatchlogs::types::LogGroup as SdkLogGroup;
+    use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+
+    fn error_body(code: &str) -> Option<String> {
+        Some(format!(r#"{{"__type":"{code}","message":"{code} for the test"}}"#))
+    }
+
+    fn adapter(rules: &[&Rule], attempts: u32) -> LogsAdapter {
+        let client = mock_client!(aws_sdk_cloudwatchlogs, RuleMode::Sequential, rules, |b| {
+            with_retry_classifiers(b).retry_config(RetryConfig::standard().with_max_attempts(attempts))
+        });
+        LogsAdapter::from_client(client)
+    }
+
+    #[tokio::test]
+    async fn operation_aborted_is_retried_until_it_succeeds() {
+        let rule = mock!(Client::put_retention_policy)
+            .sequence()
+            .http_status(400, error_body("OperationAbortedException"))
+            .times(2)
+            .output(|| PutRetentionPolicyOutput::builder().build())
+            .build();
+        adapter(&[&rule], 5).put_retention("/ecs/users", 7).await.expect("succeeds on the third try");
+        assert_eq!(rule.num_calls(), 3);
+    }
+
+    #[tokio::test]
+    async fn exhausted_throttling_is_a_retryable_error() {
+        let rule = mock!(Client::create_log_group)
+            .sequence()
+            .http_status(400, error_body("ThrottlingException"))
+            .repeatedly()
+            .build();
+        let error = adapter(&[&rule], 3).create("/ecs/users", &Tags::new(), None).await.expect_err("throttled");
+        assert_eq!(rule.num_calls(), 3, "the SDK retried up to max attempts");
+        assert!(error.retryable);
+        assert_eq!(error.code.as_deref(), Some("ThrottlingException"));
+        assert_eq!(error.operation, "CreateLogGroup");
+    }
+
+    #[tokio::test]
+    async fn access_denied_is_not_retried() {
+        let rule = mock!(Client::put_retention_policy)
+            .sequence()
+            .http_status(400, error_body("AccessDeniedException"))
+            .repeatedly()
+            .build();
+        let error = adapter(&[&rule], 5).put_retention("/ecs/users", 7).await.expect_err("denied");
+        assert_eq!(rule.num_calls(), 1);
+        assert!(!error.retryable);
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_retried_then_reported_retryable() {
+        let rule = mock!(Client::put_retention_policy).sequence().http_status(503, None).repeatedly().build();
+        let error = adapter(&[&rule], 2).put_retention("/ecs/users", 7).await.expect_err("unavailable");
+        assert_eq!(rule.num_calls(), 2);
+        assert!(error.retryable);
+    }
+
+    #[tokio::test]
+    async fn already_exists_is_success() {
+        let exists = mock!(Client::create_log_group)
+            .sequence()
+            .http_status(400, error_body("ResourceAlreadyExistsException"))
+            .build();
+        let created = mock!(Client::create_log_group)
+            .then_output(|| CreateLogGroupOutput::builder().build());
+        let logs = adapter(&[&exists, &created], 3);
+        assert_eq!(logs.create("/ecs/users", &Tags::new(), None).await.expect("ok"), Created::AlreadyExisted);
+        assert_eq!(logs.create("/ecs/posts", &Tags::new(), None).await.expect("ok"), Created::New);
+        assert_eq!(exists.num_calls(), 1, "already-exists is not retried");
+    }
+
+    #[tokio::test]
+    async fn find_pages_past_prefix_siblings_to_the_exact_name() {
+        let group = |name: &str, retention: Option<i32>| {
+            SdkLogGroup::builder()
+                .log_group_name(name)
+                .log_group_arn(format!("arn:aws:logs:us-east-1:123456789012:log-group:{name}"))
+                .arn(format!("arn:aws:logs:us-east-1:123456789012:log-group:{name}:*"))
+                .set_retention_in_days(retention)
+                .build()
+        };
+        let pages = mock!(Client::describe_log_groups)
+            .sequence()
+            .output(move || {
+                DescribeLogGroupsOutput::builder()
+                    .log_groups(group("/ecs/users-envoy", Some(1)))
+                    .next_token("page-2")
+                    .build()
+            })
+            .output(move || DescribeLogGroupsOutput::builder().log_groups(group("/ecs/users", None)).build())
+            .build();
+        let tags = mock!(Client::list_tags_for_resource)
+            .match_requests(|r| r.resource_arn() == Some("arn:aws:logs:us-east-1:123456789012:log-group:/ecs/users"))
+            .then_output(|| ListTagsForResourceOutput::builder().tags("autopilot:retention", "manual").build());
+        let found = adapter(&[&pages, &tags], 3).find("/ecs/users").await.expect("read").expect("found");
+        assert_eq!(pages.num_calls(), 2);
+        assert_eq!(found.retention_days, None);
+        assert_eq!(found.tags.get("autopilot:retention").map(String::as_str), Some("manual"));
+        assert_eq!(found.arn.as_deref(), Some("arn:aws:logs:us-east-1:123456789012:log-group:/ecs/users"));
+    }
+}

@@ -1,0 +1,38 @@
+# The two commands a clean machine needs: `make demo` and `make test`.
+# Everything else here is what they are made of.
+
+SHELL := /bin/bash
+VENV ?= $(HOME)/.cache/ecr-autopilot/venv
+export AUTOPILOT_VENV := $(VENV)
+export PATH := $(VENV)/bin:$(PATH)
+export SAM_CLI_TELEMETRY := 0
+FUNCTIONS := log-groups
+
+.PHONY: setup build arm64 check-arm64 demo test unit e2e bench lint
+
+setup:
+	bash scripts/setup.sh
+
+# One debug build of every target (binaries, tests, the demo): building them
+# together unifies dev-dependency features, so `cargo test` reuses it all.
+build: setup
+	cargo build --workspace --all-targets
+
+# The deployable artefacts: target/lambda/<function>/bootstrap, aarch64 ELF.
+arm64: setup
+	cargo lambda build --release --arm64 $(addprefix --bin ,$(FUNCTIONS))
+	$(MAKE) --no-print-directory check-arm64
+
+check-arm64:
+	@for f in $(FUNCTIONS); do scripts/check-arm64.sh target/lambda/$$f/bootstrap || exit 1; done
+
+demo: build
+	./target/debug/demo
+
+# Every test: unit, adapter (aws-smithy-mocks), end to end on moto through
+# cargo-lambda's Runtime API, the template, and the arm64 bootstrap under qemu.
+test: build arm64
+	AUTOPILOT_ARM64_BOOTSTRAP_DIR=$(CURDIR)/target/lambda cargo test --workspace --no-fail-fast
+
+bench: build arm64
+	bash scripts/bench.sh
