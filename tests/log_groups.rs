@@ -13,9 +13,7 @@ async fn tutorial() -> World {
 }
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
-        .unwrap_or_default()
+    v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
 }
 
 #[tokio::test]
@@ -37,6 +35,14 @@ async fn schedule_sweep_creates_every_group_with_retention_and_tags() {
         assert_eq!(view.tags.get("autopilot:cluster").map(String::as_str), Some(CLUSTER));
         assert_eq!(view.tags.get("autopilot:service").map(String::as_str), Some(service));
     }
+    // AND it cost exactly the calls the design bounds it by: one list per
+    // cluster page, ceil(services/10) DescribeServices, one DescribeTaskDefinition
+    // per distinct revision, and per group one read plus the writes it needs
+    assert_eq!(
+        report["apiCalls"],
+        json!({"ListClusters": 1, "ListServices": 1, "DescribeServices": 1, "DescribeTaskDefinition": 3,
+               "DescribeLogGroups": 4, "CreateLogGroup": 4, "PutRetentionPolicy": 4})
+    );
     // AND the run published its counts as EMF
     let emf = lambda.emf_documents();
     assert_eq!(emf.len(), 1, "one EMF document: {emf:?}");
@@ -62,10 +68,7 @@ async fn create_service_event_ensures_both_groups_of_a_two_container_task() {
     let envoy = world.log_group("/ecs/threads-envoy").await.expect("sidecar group");
     assert_eq!(envoy.retention_days, Some(30));
     assert_eq!(envoy.tags.get("autopilot:service").map(String::as_str), Some("threads"));
-    assert_eq!(
-        strings(&report["taskDefinitions"]),
-        ["arn:aws:ecs:us-east-1:123456789012:task-definition/threads:1"]
-    );
+    assert_eq!(strings(&report["taskDefinitions"]), ["arn:aws:ecs:us-east-1:123456789012:task-definition/threads:1"]);
 }
 
 #[tokio::test]
@@ -116,10 +119,9 @@ async fn dry_run_reports_the_plan_and_writes_nothing() {
     // The payload's dryRun, and DRY_RUN=true with the schedule, both only report.
     let by_payload = Lambda::start("log-groups", &[]);
     let by_env = Lambda::start("log-groups", &[("DRY_RUN", "true")]);
-    for (lambda, payload) in [
-        (&by_payload, event("log-groups-manual-dry-run.json")),
-        (&by_env, event("log-groups-schedule.json")),
-    ] {
+    for (lambda, payload) in
+        [(&by_payload, event("log-groups-manual-dry-run.json")), (&by_env, event("log-groups-schedule.json"))]
+    {
         let report = lambda.invoke(&payload).expect("dry run");
         assert_eq!(report["dryRun"], true);
         assert_eq!(strings(&report["created"]), ["/ecs/threads", "/ecs/threads-envoy", "/ecs/users"]);
@@ -167,10 +169,7 @@ async fn invalid_retention_stops_the_cold_start_and_names_the_variable() {
     let mut lambda = Lambda::start("log-groups", &[("LOG_RETENTION_DAYS", "2")]);
     assert!(lambda.wait_for_exit(std::time::Duration::from_secs(30)), "function kept running");
     let log = lambda.log_text();
-    assert!(
-        log.contains("invalid configuration: LOG_RETENTION_DAYS=\\\"2\\\": allowed: 1, 3, 5, 7, 14, 30"),
-        "{log}"
-    );
+    assert!(log.contains("invalid configuration: LOG_RETENTION_DAYS=\\\"2\\\": allowed: 1, 3, 5, 7, 14, 30"), "{log}");
     assert!(world.log_group_names().await.is_empty());
 }
 
@@ -183,14 +182,10 @@ async fn kms_key_and_other_region_groups() {
     let arn = world.task_definition("reports", &[("reports", "/ecs/reports")]).await;
     world.service(CLUSTER, "reports", &arn).await;
     // A second task definition ships its logs to another region.
-    let eu = world
-        .task_definition_logging_to("eu-reports", &[("eu-reports", "/ecs/eu-reports")], "eu-west-1")
-        .await;
+    let eu = world.task_definition_logging_to("eu-reports", &[("eu-reports", "/ecs/eu-reports")], "eu-west-1").await;
     let key = "arn:aws:kms:us-east-1:123456789012:key/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b";
     let lambda = Lambda::start("log-groups", &[("LOG_KMS_KEY_ARN", key)]);
-    let report = lambda
-        .invoke(&json!({"clusters": [CLUSTER], "taskDefinitions": [eu]}))
-        .expect("manual run");
+    let report = lambda.invoke(&json!({"clusters": [CLUSTER], "taskDefinitions": [eu]})).expect("manual run");
     assert_eq!(strings(&report["created"]), ["/ecs/reports"]);
     assert_eq!(
         report["skipped"],

@@ -33,12 +33,7 @@ fn translated() -> Value {
 }
 
 fn resources_of<'a>(template: &'a Value, kind: &str) -> Vec<(&'a String, &'a Value)> {
-    template["Resources"]
-        .as_object()
-        .expect("Resources")
-        .iter()
-        .filter(|(_, r)| r["Type"] == kind)
-        .collect()
+    template["Resources"].as_object().expect("Resources").iter().filter(|(_, r)| r["Type"] == kind).collect()
 }
 
 fn as_list(v: &Value) -> Vec<Value> {

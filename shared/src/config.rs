@@ -14,9 +14,7 @@ pub struct Vars<F: Fn(&str) -> Option<String>> {
 
 impl Vars<fn(&str) -> Option<String>> {
     pub fn from_env() -> Self {
-        Vars {
-            lookup: |name| std::env::var(name).ok(),
-        }
+        Vars { lookup: |name| std::env::var(name).ok() }
     }
 }
 
@@ -27,9 +25,7 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
 
     /// The value, trimmed; an unset or blank variable is `None`.
     pub fn get(&self, name: &str) -> Option<String> {
-        (self.lookup)(name)
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
+        (self.lookup)(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
     }
 
     /// `true` or `false` (case-insensitive); anything else is an error rather
@@ -46,13 +42,7 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
     /// A comma-separated list; blanks between commas are ignored.
     pub fn list(&self, name: &str) -> Vec<String> {
         self.get(name)
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
+            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
             .unwrap_or_default()
     }
 
@@ -106,11 +96,7 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
 }
 
 fn invalid(variable: &'static str, value: String, problem: &str) -> Error {
-    Error::Config {
-        variable,
-        value,
-        problem: problem.to_string(),
-    }
+    Error::Config { variable, value, problem: problem.to_string() }
 }
 
 #[cfg(test)]
@@ -119,8 +105,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn vars(pairs: &[(&str, &str)]) -> Vars<impl Fn(&str) -> Option<String>> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Vars::new(move |k| map.get(k).cloned())
     }
 

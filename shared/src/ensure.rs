@@ -154,7 +154,11 @@ async fn ensure_one(store: &dyn LogGroupStore, target: &Target, settings: &Setti
     apply_existing(store, target, decision).await
 }
 
-async fn apply_existing(store: &dyn LogGroupStore, target: &Target, decision: Decision) -> Result<GroupOutcome, AwsError> {
+async fn apply_existing(
+    store: &dyn LogGroupStore,
+    target: &Target,
+    decision: Decision,
+) -> Result<GroupOutcome, AwsError> {
     if let Decision::SetRetention { arn, tags, retention_days } = &decision {
         store.put_retention(&target.name, *retention_days).await?;
         if let Some(arn) = arn {

@@ -25,6 +25,11 @@ pub struct AwsError {
 }
 
 impl AwsError {
+    /// A response that succeeded but lacks what it must carry.
+    pub fn unexpected(operation: &'static str, message: impl Into<String>) -> Self {
+        AwsError { operation, code: None, message: message.into(), retryable: false, source: None }
+    }
+
     pub fn code_is(&self, code: &str) -> bool {
         self.code.as_deref() == Some(code)
     }
@@ -34,11 +39,7 @@ impl AwsError {
 pub enum Error {
     /// A configuration variable has a value we cannot use. Raised at cold start.
     #[error("invalid configuration: {variable}={value:?}: {problem}")]
-    Config {
-        variable: &'static str,
-        value: String,
-        problem: String,
-    },
+    Config { variable: &'static str, value: String, problem: String },
 
     /// The invocation payload is not a shape we accept.
     #[error("malformed event: {0}")]
@@ -57,12 +58,7 @@ pub enum Error {
 
     /// Some items of an otherwise completed run failed; the report has details.
     #[error("{failed} of {total} item(s) failed; first: {first}")]
-    Partial {
-        failed: usize,
-        total: usize,
-        first: String,
-        retryable: bool,
-    },
+    Partial { failed: usize, total: usize, first: String, retryable: bool },
 }
 
 impl Error {
@@ -81,15 +77,8 @@ impl Error {
 
 impl From<Error> for Diagnostic {
     fn from(error: Error) -> Self {
-        let error_type = if error.is_retryable() {
-            "Retryable"
-        } else {
-            "NonRetryable"
-        };
-        Diagnostic {
-            error_type: error_type.to_string(),
-            error_message: error.to_string(),
-        }
+        let error_type = if error.is_retryable() { "Retryable" } else { "NonRetryable" };
+        Diagnostic { error_type: error_type.to_string(), error_message: error.to_string() }
     }
 }
 
@@ -111,10 +100,7 @@ mod tests {
     fn exhausted_throttle_is_retryable() {
         let d: Diagnostic = Error::from(throttled()).into();
         assert_eq!(d.error_type, "Retryable");
-        assert_eq!(
-            d.error_message,
-            "PutRetentionPolicy failed: ThrottlingException: Rate exceeded"
-        );
+        assert_eq!(d.error_message, "PutRetentionPolicy failed: ThrottlingException: Rate exceeded");
     }
 
     #[test]
@@ -126,14 +112,7 @@ mod tests {
 
     #[test]
     fn config_error_names_variable_and_allowed_values() {
-        let e = Error::Config {
-            variable: "LOG_RETENTION_DAYS",
-            value: "2".into(),
-            problem: "allowed: 1, 3".into(),
-        };
-        assert_eq!(
-            e.to_string(),
-            "invalid configuration: LOG_RETENTION_DAYS=\"2\": allowed: 1, 3"
-        );
+        let e = Error::Config { variable: "LOG_RETENTION_DAYS", value: "2".into(), problem: "allowed: 1, 3".into() };
+        assert_eq!(e.to_string(), "invalid configuration: LOG_RETENTION_DAYS=\"2\": allowed: 1, 3");
     }
 }

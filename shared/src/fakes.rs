@@ -7,8 +7,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::model::{LogGroup, Service, Tags, TaskDefinition};
-use crate::ports::{Created, EcsRead, LogGroupStore};
+use crate::model::{Image, LogGroup, Platform, Service, Tags, TaskDefinition};
+use crate::ports::{Created, EcrRead, EcsRead, EcsWrite, LogGroupStore};
 use crate::AwsError;
 
 fn denied(operation: &'static str, what: &str) -> AwsError {
@@ -123,12 +123,14 @@ impl LogGroupStore for FakeLogs {
     }
 }
 
-/// ECS as a fixed snapshot: clusters → services, and task definitions by ARN
-/// and by `family:revision`.
+/// ECS in memory: clusters → services, and task definitions by ARN, by
+/// `family:revision` and by family (the latest). Writes change it, as ECS would.
 #[derive(Default)]
 pub struct FakeEcs {
     pub clusters: BTreeMap<String, Vec<Service>>,
     pub task_definitions: Vec<TaskDefinition>,
+    pub updates: Mutex<Vec<(String, String, String)>>,
+    pub registered: Mutex<Vec<TaskDefinition>>,
 }
 
 fn not_found(operation: &'static str, code: &str, what: &str) -> AwsError {
@@ -165,18 +167,70 @@ impl EcsRead for FakeEcs {
 
     async fn describe_services(&self, cluster: &str, services: &[String]) -> Result<Vec<Service>, AwsError> {
         let all = self.services_in("DescribeServices", cluster)?;
-        Ok(all
-            .iter()
-            .filter(|s| services.iter().any(|want| *want == s.arn || *want == s.name))
-            .cloned()
-            .collect())
+        Ok(all.iter().filter(|s| services.iter().any(|want| *want == s.arn || *want == s.name)).cloned().collect())
     }
 
     async fn describe_task_definition(&self, task_definition: &str) -> Result<TaskDefinition, AwsError> {
-        self.task_definitions
+        let registered = lock(&self.registered).clone();
+        let all: Vec<&TaskDefinition> = self.task_definitions.iter().chain(registered.iter()).collect();
+        let exact = all
             .iter()
-            .find(|td| td.arn == task_definition || format!("{}:{}", td.family, td.revision) == task_definition)
-            .cloned()
+            .find(|td| td.arn == task_definition || format!("{}:{}", td.family, td.revision) == task_definition);
+        let latest = || all.iter().filter(|td| td.family == task_definition).max_by_key(|td| td.revision);
+        exact
+            .or_else(latest)
+            .map(|td| (*td).clone())
             .ok_or_else(|| not_found("DescribeTaskDefinition", "ClientException", task_definition))
+    }
+}
+
+#[async_trait]
+impl EcsWrite for FakeEcs {
+    async fn register_revision(
+        &self,
+        source: &str,
+        images: &BTreeMap<String, String>,
+        tags: &Tags,
+    ) -> Result<TaskDefinition, AwsError> {
+        let mut td = self.describe_task_definition(source).await?;
+        let latest = self.describe_task_definition(&td.family).await?.revision;
+        td.revision = latest + 1;
+        td.arn = format!("{}:{}", td.arn.rsplit_once(':').map_or(td.arn.as_str(), |(base, _)| base), td.revision);
+        for container in &mut td.containers {
+            if let Some(image) = images.get(&container.name) {
+                container.image = image.clone();
+            }
+        }
+        td.tags.extend(tags.clone());
+        lock(&self.registered).push(td.clone());
+        Ok(td)
+    }
+
+    async fn update_service(&self, cluster: &str, service: &str, task_definition_arn: &str) -> Result<(), AwsError> {
+        lock(&self.updates).push((cluster.into(), service.into(), task_definition_arn.into()));
+        Ok(())
+    }
+}
+
+/// ECR in memory: images by digest, and index platforms by digest.
+#[derive(Default)]
+pub struct FakeEcr {
+    pub images: BTreeMap<String, Image>,
+    pub platforms: BTreeMap<String, Vec<Platform>>,
+}
+
+#[async_trait]
+impl EcrRead for FakeEcr {
+    async fn describe_image(&self, _repository: &str, digest: &str) -> Result<Option<Image>, AwsError> {
+        Ok(self.images.get(digest).cloned())
+    }
+
+    async fn resolve_tag(&self, _repository: &str, tag: &str) -> Result<Option<(String, Image)>, AwsError> {
+        let image = self.images.values().find(|i| i.tags.iter().any(|t| t == tag)).cloned();
+        Ok(image.map(|i| ("123456789012".to_string(), i)))
+    }
+
+    async fn index_platforms(&self, _repository: &str, digest: &str) -> Result<Option<Vec<Platform>>, AwsError> {
+        Ok(self.platforms.get(digest).cloned())
     }
 }

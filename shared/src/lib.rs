@@ -1,7 +1,7 @@
 //! ecr-autopilot's library: what the four functions share.
 //!
 //! The shape is a functional core with an imperative shell. Planners
-//! ([`log_groups`]) are pure functions over our own types ([`model`]); ports
+//! ([`log_groups`], [`deploy`]) are pure functions over our own types ([`model`]); ports
 //! ([`ports`]) are small traits with our own types in and out; adapters
 //! ([`aws`]) implement the ports on the AWS SDK and never leak its types.
 //! Configuration ([`config`]), errors ([`error`]) and telemetry ([`telemetry`])
@@ -9,12 +9,16 @@
 
 pub mod aws;
 pub mod config;
+pub mod deploy;
+pub mod discover;
 pub mod ensure;
 pub mod error;
+pub mod image_ref;
 pub mod log_groups;
 pub mod model;
 pub mod ports;
 pub mod telemetry;
+pub mod track;
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod fakes;

@@ -8,10 +8,8 @@ use serde::Serialize;
 use crate::model::{LogGroup, Tags, TaskDefinition};
 
 /// The retention values CloudWatch Logs accepts, in days.
-pub const RETENTION_DAYS_ALLOWED: &[i32] = &[
-    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288,
-    3653,
-];
+pub const RETENTION_DAYS_ALLOWED: &[i32] =
+    &[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
 
 pub const TAG_MANAGED: &str = "autopilot:managed";
 pub const TAG_CLUSTER: &str = "autopilot:cluster";
@@ -132,10 +130,7 @@ pub fn targets<'a>(
                     continue;
                 }
             }
-            let target = by_name.entry(group.clone()).or_insert_with(|| Target {
-                name: group,
-                ..Target::default()
-            });
+            let target = by_name.entry(group.clone()).or_insert_with(|| Target { name: group, ..Target::default() });
             target.task_definitions.insert(td.arn.clone());
             target.containers.insert(container.name.clone());
             target.clusters.extend(usage.cluster.clone());
@@ -148,20 +143,28 @@ pub fn targets<'a>(
 /// CloudWatch Logs' rule: 1 to 512 of `A-Za-z0-9`, `.`, `-`, `_`, `/`, `#`.
 pub fn is_valid_log_group_name(name: &str) -> bool {
     (1..=512).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/' | b'#'))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/' | b'#'))
 }
 
 /// What to do with one target group, given what exists now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// Missing: create it with these tags, then set retention.
-    Create { tags: Tags, retention_days: i32, kms_key_id: Option<String> },
+    Create {
+        tags: Tags,
+        retention_days: i32,
+        kms_key_id: Option<String>,
+    },
     /// Exists with no retention ("never expire"): set ours and tag it.
-    SetRetention { arn: Option<String>, tags: Tags, retention_days: i32 },
+    SetRetention {
+        arn: Option<String>,
+        tags: Tags,
+        retention_days: i32,
+    },
     /// Exists with a retention someone chose; we never shorten or lengthen it.
-    Compliant { retention_days: i32 },
+    Compliant {
+        retention_days: i32,
+    },
     Skip(SkipReason),
 }
 
@@ -192,12 +195,7 @@ mod tests {
     use crate::model::{Container, LogConfiguration};
 
     fn settings() -> Settings {
-        Settings {
-            home_region: "us-east-1".into(),
-            retention_days: 30,
-            kms_key_id: None,
-            dry_run: false,
-        }
+        Settings { home_region: "us-east-1".into(), retention_days: 30, kms_key_id: None, dry_run: false }
     }
 
     fn awslogs(name: &str, options: &[(&str, &str)]) -> Container {
@@ -217,6 +215,8 @@ mod tests {
             family: family.into(),
             revision: 1,
             containers,
+            cpu_architecture: None,
+            tags: Tags::new(),
         }
     }
 

@@ -12,6 +12,19 @@ pub struct TaskDefinition {
     pub family: String,
     pub revision: i32,
     pub containers: Vec<Container>,
+    /// `runtimePlatform.cpuArchitecture` (`ARM64`, `X86_64`); unset means X86_64.
+    pub cpu_architecture: Option<String>,
+    pub tags: Tags,
+}
+
+impl TaskDefinition {
+    /// The OCI architecture its tasks run on: `arm64` or `amd64`.
+    pub fn oci_architecture(&self) -> &'static str {
+        match self.cpu_architecture.as_deref() {
+            Some(a) if a.eq_ignore_ascii_case("ARM64") => "arm64",
+            _ => "amd64",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +50,8 @@ pub struct Service {
     /// The service's current task definition (an ARN, or `family:revision`).
     pub task_definition: String,
     pub tags: Tags,
+    /// The deployment circuit breaker is on and rolls back a failed deployment.
+    pub circuit_breaker_rollback: bool,
 }
 
 impl Service {
@@ -52,6 +67,24 @@ pub fn cluster_name(cluster: &str) -> &str {
         Some((_, name)) => name,
         None => cluster,
     }
+}
+
+/// An image in an ECR repository, as DescribeImages reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    pub digest: String,
+    pub tags: Vec<String>,
+    /// Push time, seconds since the epoch.
+    pub pushed_at: i64,
+    pub size_bytes: Option<i64>,
+    pub manifest_media_type: Option<String>,
+}
+
+/// A platform an image index offers.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
 }
 
 /// A CloudWatch Logs log group as it exists now.

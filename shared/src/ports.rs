@@ -4,7 +4,9 @@
 
 use async_trait::async_trait;
 
-use crate::model::{LogGroup, Service, Tags, TaskDefinition};
+use std::collections::BTreeMap;
+
+use crate::model::{Image, LogGroup, Platform, Service, Tags, TaskDefinition};
 use crate::AwsError;
 
 /// Read-only ECS: the clusters, services and task definitions in use.
@@ -44,4 +46,35 @@ pub trait LogGroupStore: Send + Sync {
 
     /// Adds or overwrites these tags on the group with this ARN.
     async fn tag(&self, arn: &str, tags: &Tags) -> Result<(), AwsError>;
+}
+
+/// ECS writes deploy-on-push makes.
+#[async_trait]
+pub trait EcsWrite: Send + Sync {
+    /// Registers a new revision that copies every field of `source` that
+    /// RegisterTaskDefinition accepts, with the images of the named containers
+    /// replaced (`container name → image`) and `tags` added to its tags.
+    async fn register_revision(
+        &self,
+        source: &str,
+        images: &BTreeMap<String, String>,
+        tags: &Tags,
+    ) -> Result<TaskDefinition, AwsError>;
+
+    /// Points the service at `task_definition_arn`.
+    async fn update_service(&self, cluster: &str, service: &str, task_definition_arn: &str) -> Result<(), AwsError>;
+}
+
+/// ECR reads.
+#[async_trait]
+pub trait EcrRead: Send + Sync {
+    /// The image with this digest, if the repository still has it.
+    async fn describe_image(&self, repository: &str, digest: &str) -> Result<Option<Image>, AwsError>;
+
+    /// The image a tag points at now, with the registry (account) it lives in.
+    async fn resolve_tag(&self, repository: &str, tag: &str) -> Result<Option<(String, Image)>, AwsError>;
+
+    /// The platforms an image index offers (attestations left out), or `None`
+    /// when the digest is a single-platform manifest.
+    async fn index_platforms(&self, repository: &str, digest: &str) -> Result<Option<Vec<Platform>>, AwsError>;
 }

@@ -51,12 +51,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(namespace: impl Into<String>) -> Self {
-        Metrics {
-            namespace: namespace.into(),
-            dimensions: Vec::new(),
-            values: Vec::new(),
-            properties: Map::new(),
-        }
+        Metrics { namespace: namespace.into(), dimensions: Vec::new(), values: Vec::new(), properties: Map::new() }
     }
 
     /// Adds a dimension; past [`MAX_DIMENSIONS`] further ones are ignored.
@@ -154,10 +149,8 @@ mod tests {
             m.put(&format!("M{i}"), i as f64, Unit::Count);
         }
         let docs = m.documents(0);
-        let sizes: Vec<usize> = docs
-            .iter()
-            .map(|d| d["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().map_or(0, Vec::len))
-            .collect();
+        let sizes: Vec<usize> =
+            docs.iter().map(|d| d["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().map_or(0, Vec::len)).collect();
         assert_eq!(sizes, [100, 100, 50]);
         assert_eq!(docs[2]["M249"], 249.0);
     }

@@ -33,9 +33,9 @@ pub fn workspace_root() -> PathBuf {
 
 /// The tool virtualenv made by `scripts/setup.sh`.
 pub fn tools_bin() -> PathBuf {
-    let venv = std::env::var_os("AUTOPILOT_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/ecr-autopilot/venv"));
+    let venv = std::env::var_os("AUTOPILOT_VENV").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/ecr-autopilot/venv")
+    });
     let bin = venv.join("bin");
     assert!(
         bin.join("moto_server").exists() && bin.join("cargo-lambda").exists(),
@@ -47,12 +47,20 @@ pub fn tools_bin() -> PathBuf {
 
 /// A function binary built by `cargo build --workspace --all-targets` (`make build`,
 /// before `cargo test`, so every test runs the same build).
+/// `AUTOPILOT_FUNCTION_DIR` points elsewhere (the benchmark uses the native
+/// release build).
 pub fn function_binary(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let path = target.join("debug").join(name);
-    assert!(path.exists(), "{} is missing: run `make build` (cargo build --workspace --all-targets) first", path.display());
+    let dir = std::env::var_os("AUTOPILOT_FUNCTION_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+        target.join("debug")
+    });
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `make build` (cargo build --workspace --all-targets) first",
+        path.display()
+    );
     path
 }
 
@@ -63,10 +71,7 @@ pub fn event(name: &str) -> Value {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
 }
 
 fn wait_for_port(port: u16, what: &str) {
@@ -289,6 +294,17 @@ impl Lambda {
             std::thread::sleep(Duration::from_millis(100));
         }
         !self.function_alive()
+    }
+
+    /// The function process's peak resident set (VmHWM), in KiB, while it runs.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        // The guard's only child is the function process.
+        let guard = self.function.id();
+        let children = std::fs::read_to_string(format!("/proc/{guard}/task/{guard}/children")).ok()?;
+        let pid = children.split_whitespace().next()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
     }
 
     fn function_alive(&mut self) -> bool {

@@ -69,7 +69,12 @@ impl World {
     }
 
     /// Like [`World::task_definition`], with `awslogs-region` set to `log_region`.
-    pub async fn task_definition_logging_to(&self, family: &str, containers: &[(&str, &str)], log_region: &str) -> String {
+    pub async fn task_definition_logging_to(
+        &self,
+        family: &str,
+        containers: &[(&str, &str)],
+        log_region: &str,
+    ) -> String {
         let definitions = containers.iter().map(|(name, group)| {
             let mut c = ContainerDefinition::builder()
                 .name(*name)
@@ -110,11 +115,7 @@ impl World {
             .send()
             .await
             .expect("register_task_definition");
-        output
-            .task_definition()
-            .and_then(|t| t.task_definition_arn())
-            .expect("task definition ARN")
-            .to_string()
+        output.task_definition().and_then(|t| t.task_definition_arn()).expect("task definition ARN").to_string()
     }
 
     pub async fn service(&self, cluster: &str, name: &str, task_definition: &str) {
@@ -167,13 +168,8 @@ impl World {
     }
 
     pub async fn log_group(&self, name: &str) -> Option<GroupView> {
-        let groups = self
-            .logs
-            .describe_log_groups()
-            .log_group_name_prefix(name)
-            .send()
-            .await
-            .expect("describe_log_groups");
+        let groups =
+            self.logs.describe_log_groups().log_group_name_prefix(name).send().await.expect("describe_log_groups");
         let group = groups.log_groups().iter().find(|g| g.log_group_name() == Some(name))?.clone();
         let arn = group.log_group_arn().map(String::from).unwrap_or_default();
         let tags = self

@@ -82,7 +82,10 @@ mod tests {
     #[test]
     fn invalid_retention_names_the_variable_and_the_allowed_values() {
         let err = config(&[("LOG_RETENTION_DAYS", "2")]).unwrap_err().to_string();
-        assert!(err.starts_with("invalid configuration: LOG_RETENTION_DAYS=\"2\": allowed: 1, 3, 5, 7, 14, 30"), "{err}");
+        assert!(
+            err.starts_with("invalid configuration: LOG_RETENTION_DAYS=\"2\": allowed: 1, 3, 5, 7, 14, 30"),
+            "{err}"
+        );
         assert!(err.ends_with("3288, 3653"), "{err}");
         assert!(config(&[("LOG_RETENTION_DAYS", "thirty")]).is_err());
     }

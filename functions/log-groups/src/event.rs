@@ -55,8 +55,9 @@ impl Trigger {
             )));
         };
         if !(object.contains_key("detail-type") || object.contains_key("source")) {
-            let request: ManualRequest = serde_json::from_value(payload)
-                .map_err(|e| Error::malformed(format!("manual request: {e} (accepted fields: dryRun, clusters, taskDefinitions)")))?;
+            let request: ManualRequest = serde_json::from_value(payload).map_err(|e| {
+                Error::malformed(format!("manual request: {e} (accepted fields: dryRun, clusters, taskDefinitions)"))
+            })?;
             request.validate()?;
             return Ok(Trigger::Manual(request));
         }
@@ -165,10 +166,7 @@ impl ApiCall {
             event_name: detail.event_name,
             error_code: detail.error_code,
             cluster: service.and_then(|s| s.cluster_arn.clone()).or(request.cluster),
-            service: service
-                .and_then(|s| s.service_name.clone())
-                .or(request.service_name)
-                .or(request.service),
+            service: service.and_then(|s| s.service_name.clone()).or(request.service_name).or(request.service),
             task_definition: response
                 .task_definition
                 .and_then(|t| t.task_definition_arn)
@@ -211,7 +209,8 @@ mod tests {
     #[test]
     fn fixtures_parse_to_their_triggers() {
         assert_eq!(Trigger::parse(fixture("log-groups-schedule.json")).unwrap(), Trigger::Schedule);
-        let Trigger::ApiCall(call) = Trigger::parse(fixture("log-groups-register-task-definition.json")).unwrap() else {
+        let Trigger::ApiCall(call) = Trigger::parse(fixture("log-groups-register-task-definition.json")).unwrap()
+        else {
             panic!("expected an API call")
         };
         assert_eq!(call.event_name, "RegisterTaskDefinition");

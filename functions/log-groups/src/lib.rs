@@ -10,17 +10,18 @@ pub mod event;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::Value;
 use tracing::{info, instrument, warn};
 
+use autopilot::aws::ApiCalls;
+use autopilot::discover::{self, not_found_as};
 use autopilot::ensure::{ensure_log_groups, GroupOutcome, GroupResult};
 use autopilot::log_groups::{targets, Settings, Usage};
 use autopilot::model::{cluster_name, TaskDefinition};
 use autopilot::ports::{EcsRead, LogGroupStore};
 use autopilot::telemetry::{Metrics, Unit};
-use autopilot::{AwsError, Error};
+use autopilot::Error;
 
 pub use config::Config;
 use event::{ApiCall, ManualRequest, Trigger};
@@ -31,6 +32,8 @@ pub struct Deps {
     pub region: String,
     pub ecs: Box<dyn EcsRead>,
     pub logs: Box<dyn LogGroupStore>,
+    /// Counts the AWS calls the adapters make, for the report.
+    pub api_calls: ApiCalls,
 }
 
 /// The invocation's result document.
@@ -51,6 +54,8 @@ pub struct Report {
     pub skipped: Vec<Skipped>,
     pub failed: Vec<Failed>,
     pub groups: Vec<GroupOutcome>,
+    /// AWS calls this invocation made, per operation (pages and retries count).
+    pub api_calls: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -70,6 +75,7 @@ pub struct Failed {
 #[instrument(skip_all)]
 pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
     let trigger = Trigger::parse(payload)?;
+    let calls_before = deps.api_calls.snapshot();
     let dry_run = deps.config.dry_run || trigger.dry_run();
     info!(trigger = %trigger.name(), dry_run, "invoked");
 
@@ -93,7 +99,8 @@ pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
     groups.extend(ensure_log_groups(&*deps.logs, targets, &settings, deps.config.concurrency).await);
 
     let task_definitions: BTreeSet<String> = in_use.iter().map(|(td, _)| td.arn.clone()).collect();
-    let report = Report::new(&trigger, &settings, note, task_definitions.into_iter().collect(), groups);
+    let mut report = Report::new(&trigger, &settings, note, task_definitions.into_iter().collect(), groups);
+    report.api_calls = deps.api_calls.since(&calls_before);
     if !dry_run {
         report.metrics(&deps.config.metrics_namespace).emit();
     }
@@ -111,11 +118,10 @@ async fn task_definitions_of_call(deps: &Deps, call: &ApiCall) -> Result<InUse, 
     if let Some(service) = &call.service {
         // ECS's own default when a call names no cluster.
         let cluster = call.cluster.as_deref().unwrap_or("default");
-        let found = deps
-            .ecs
-            .describe_services(cluster, std::slice::from_ref(service))
-            .await
-            .map_err(|e| not_found_as(e, || format!("cluster {cluster:?} named by the {} event", call.event_name)))?;
+        let found =
+            deps.ecs.describe_services(cluster, std::slice::from_ref(service)).await.map_err(|e| {
+                not_found_as(e, || format!("cluster {cluster:?} named by the {} event", call.event_name))
+            })?;
         usage = Usage {
             cluster: Some(cluster_name(cluster).to_string()),
             service: Some(service_name(service).to_string()),
@@ -157,66 +163,27 @@ async fn manual(deps: &Deps, request: &ManualRequest) -> Result<InUse, Error> {
 
 /// Every service's current task definition in these clusters (all when empty).
 async fn sweep(deps: &Deps, clusters: &[String]) -> Result<InUse, Error> {
-    let ecs = &*deps.ecs;
-    let clusters = if clusters.is_empty() {
-        ecs.list_clusters().await?
-    } else {
-        clusters.to_vec()
-    };
-    let services: Vec<_> = stream::iter(clusters)
-        .map(|cluster| async move {
-            let not_found = || format!("cluster {cluster:?} (from CLUSTERS or the request)");
-            let arns = ecs.list_services(&cluster).await.map_err(|e| not_found_as(e, not_found))?;
-            ecs.describe_services(&cluster, &arns).await.map_err(|e| not_found_as(e, not_found))
-        })
-        .buffer_unordered(deps.config.concurrency)
-        .try_collect::<Vec<_>>()
-        .await?
-        .into_iter()
-        .flatten()
-        .collect();
+    let services = discover::services(&*deps.ecs, clusters, deps.config.concurrency).await?;
     let mut wanted: BTreeMap<String, Vec<Usage>> = BTreeMap::new();
     for service in &services {
-        wanted.entry(service.task_definition.clone()).or_default().push(Usage {
-            cluster: Some(service.cluster_name().to_string()),
-            service: Some(service.name.clone()),
-        });
+        wanted
+            .entry(service.task_definition.clone())
+            .or_default()
+            .push(Usage { cluster: Some(service.cluster_name().to_string()), service: Some(service.name.clone()) });
     }
     info!(services = services.len(), task_definitions = wanted.len(), "swept services");
     describe_all(deps, wanted).await
 }
 
-/// DescribeTaskDefinition for each distinct task definition, bounded.
+/// DescribeTaskDefinition once per distinct task definition, bounded.
 async fn describe_all(deps: &Deps, wanted: BTreeMap<String, Vec<Usage>>) -> Result<InUse, Error> {
-    let ecs = &*deps.ecs;
-    let described: Vec<(TaskDefinition, Vec<Usage>)> = stream::iter(wanted)
-        .map(|(name, usages)| async move {
-            let td = ecs
-                .describe_task_definition(&name)
-                .await
-                .map_err(|e| not_found_as(e, || format!("task definition {name:?}")))?;
-            Ok::<_, Error>((td, usages))
-        })
-        .buffer_unordered(deps.config.concurrency)
-        .try_collect()
-        .await?;
-    Ok(described
+    let mut described =
+        discover::task_definitions(&*deps.ecs, wanted.keys().map(String::as_str), deps.config.concurrency).await?;
+    Ok(wanted
         .into_iter()
+        .filter_map(|(name, usages)| described.remove(&name).map(|td| (td, usages)))
         .flat_map(|(td, usages)| usages.into_iter().map(move |u| (td.clone(), u)))
         .collect())
-}
-
-/// ECS says "not found" as ClusterNotFoundException, or as a ClientException
-/// for task definitions; both become a clear [`Error::NotFound`].
-fn not_found_as(error: AwsError, what: impl FnOnce() -> String) -> Error {
-    let missing = error.code_is("ClusterNotFoundException")
-        || error.code_is("ServiceNotFoundException")
-        || (error.code_is("ClientException") && error.message.to_ascii_lowercase().contains("unable to describe"));
-    if missing {
-        Error::NotFound(format!("{}: {}", what(), error.message))
-    } else {
-        Error::Aws(error)
-    }
 }
 
 /// `arn:aws:ecs:…:service/cluster/name` → `name`.
@@ -261,6 +228,7 @@ impl Report {
                 .map(|g| Failed { log_group: g.log_group.clone(), error: g.error.clone().unwrap_or_default() })
                 .collect(),
             groups,
+            api_calls: BTreeMap::new(),
         }
     }
 
@@ -272,6 +240,7 @@ impl Report {
             .put("LogGroupsCompliant", self.already_compliant.len() as f64, Unit::Count)
             .put("LogGroupsSkipped", self.skipped.len() as f64, Unit::Count)
             .put("LogGroupsFailed", self.failed.len() as f64, Unit::Count)
+            .put("ApiCalls", self.api_calls.values().sum::<u64>() as f64, Unit::Count)
             .property("trigger", Value::String(self.trigger.clone()));
         metrics
     }
@@ -322,6 +291,8 @@ mod tests {
                     }),
                 })
                 .collect(),
+            cpu_architecture: None,
+            tags: Default::default(),
         }
     }
 
@@ -332,6 +303,7 @@ mod tests {
             cluster_arn: format!("arn:aws:ecs:us-east-1:{ACCOUNT}:cluster/{cluster}"),
             task_definition: format!("arn:aws:ecs:us-east-1:{ACCOUNT}:task-definition/{name}:1"),
             tags: Default::default(),
+            circuit_breaker_rollback: false,
         }
     }
 
@@ -341,9 +313,20 @@ mod tests {
         clusters.insert(format!("arn:aws:ecs:us-east-1:{ACCOUNT}:cluster/staging"), vec![service("staging", "posts")]);
         let ecs = FakeEcs {
             clusters,
-            task_definitions: vec![td("users", &["/ecs/users", "/ecs/users-envoy"]), td("posts", &["/ecs/posts"]), td("batch", &["/ecs/batch"])],
+            task_definitions: vec![
+                td("users", &["/ecs/users", "/ecs/users-envoy"]),
+                td("posts", &["/ecs/posts"]),
+                td("batch", &["/ecs/batch"]),
+            ],
+            ..FakeEcs::default()
         };
-        Deps { config, region: "us-east-1".into(), ecs: Box::new(ecs), logs: Box::new(logs) }
+        Deps {
+            config,
+            region: "us-east-1".into(),
+            ecs: Box::new(ecs),
+            logs: Box::new(logs),
+            api_calls: ApiCalls::default(),
+        }
     }
 
     fn config(pairs: &[(&str, &str)]) -> Config {
@@ -360,7 +343,9 @@ mod tests {
     #[tokio::test]
     async fn sweep_covers_every_cluster_unless_clusters_is_set() {
         let all = deps(FakeLogs::default(), config(&[]));
-        let report = handle(&all, json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}})).await.expect("ok");
+        let report = handle(&all, json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}))
+            .await
+            .expect("ok");
         assert_eq!(report.created, ["/ecs/posts", "/ecs/users", "/ecs/users-envoy"]);
 
         let prod_only = deps(FakeLogs::default(), config(&[("CLUSTERS", "prod")]));
@@ -371,7 +356,8 @@ mod tests {
     #[tokio::test]
     async fn update_service_reads_the_service_current_task_definition() {
         let d = deps(FakeLogs::default(), config(&[]));
-        let event = cloudtrail("UpdateService", json!({"requestParameters": {"cluster": "staging", "service": "posts"}}));
+        let event =
+            cloudtrail("UpdateService", json!({"requestParameters": {"cluster": "staging", "service": "posts"}}));
         let report = handle(&d, event).await.expect("ok");
         assert_eq!(report.created, ["/ecs/posts"]);
         assert_eq!(report.groups[0].services, ["posts"]);
@@ -393,7 +379,10 @@ mod tests {
         let logs = FakeLogs::default();
         logs.fail_on("/ecs/users");
         let d = deps(logs, config(&[]));
-        let event = cloudtrail("CreateService", json!({"errorCode": "InvalidParameterException", "requestParameters": {"cluster": "prod", "serviceName": "users"}}));
+        let event = cloudtrail(
+            "CreateService",
+            json!({"errorCode": "InvalidParameterException", "requestParameters": {"cluster": "prod", "serviceName": "users"}}),
+        );
         let report = handle(&d, event).await.expect("ok");
         assert!(report.groups.is_empty());
         assert!(report.note.as_deref().unwrap_or("").contains("InvalidParameterException"));

@@ -1,4 +1,4 @@
-use autopilot::aws::{ecs::EcsAdapter, load_config, logs::LogsAdapter};
+use autopilot::aws::{ecs::EcsAdapter, load_config, logs::LogsAdapter, ApiCalls};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use log_groups::{handle, Config, Deps};
 
@@ -11,6 +11,13 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env().inspect_err(|e| tracing::error!(error = %e, "cold start failed"))?;
     let sdk = load_config().await;
     let region = sdk.region().map(ToString::to_string).ok_or("AWS_REGION is not set")?;
-    let deps = Deps { config, region, ecs: Box::new(EcsAdapter::new(&sdk)), logs: Box::new(LogsAdapter::new(&sdk)) };
+    let api_calls = ApiCalls::default();
+    let deps = Deps {
+        config,
+        region,
+        ecs: Box::new(EcsAdapter::new(&sdk, &api_calls)),
+        logs: Box::new(LogsAdapter::new(&sdk, &api_calls)),
+        api_calls,
+    };
     run(service_fn(|event: LambdaEvent<serde_json::Value>| handle(&deps, event.payload))).await
 }

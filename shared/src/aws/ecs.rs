@@ -1,30 +1,40 @@
 //! ECS adapter: [`EcsRead`] on `aws-sdk-ecs`, paginated with the SDK's
 //! paginators.
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
 use async_trait::async_trait;
 use aws_config::SdkConfig;
-use aws_sdk_ecs::types::{ServiceField, TaskDefinitionField};
+use aws_sdk_ecs::types::{ServiceField, Tag, TaskDefinitionField};
 use aws_sdk_ecs::Client;
 
-use super::classify;
-use crate::model::{Container, LogConfiguration, Service, TaskDefinition};
-use crate::ports::EcsRead;
+use super::{classify, ApiCalls};
+use crate::model::{Container, LogConfiguration, Service, Tags, TaskDefinition};
+use crate::ports::{EcsRead, EcsWrite};
 use crate::AwsError;
+
+/// The SDK's own view of a task definition and its tags, kept from
+/// DescribeTaskDefinition so a new revision can copy every field without a
+/// second read.
+type FullTaskDefinition = (aws_sdk_ecs::types::TaskDefinition, Vec<Tag>);
 
 /// DescribeServices takes at most this many services per call.
 pub const DESCRIBE_SERVICES_BATCH: usize = 10;
 
 pub struct EcsAdapter {
     client: Client,
+    described: Mutex<HashMap<String, FullTaskDefinition>>,
 }
 
 impl EcsAdapter {
-    pub fn new(sdk: &SdkConfig) -> Self {
-        Self::from_client(Client::new(sdk))
+    pub fn new(sdk: &SdkConfig, calls: &ApiCalls) -> Self {
+        let config = aws_sdk_ecs::config::Builder::from(sdk).interceptor(calls.clone()).build();
+        Self::from_client(Client::from_conf(config))
     }
 
     pub fn from_client(client: Client) -> Self {
-        EcsAdapter { client }
+        EcsAdapter { client, described: Mutex::new(HashMap::new()) }
     }
 }
 
@@ -79,17 +89,109 @@ impl EcsRead for EcsAdapter {
             .send()
             .await
             .map_err(|e| classify("DescribeTaskDefinition", e))?;
-        output
-            .task_definition()
-            .and_then(to_task_definition)
-            .ok_or_else(|| AwsError {
-                operation: "DescribeTaskDefinition",
-                code: None,
-                message: format!("no task definition in the response for {task_definition}"),
-                retryable: false,
-                source: None,
-            })
+        let tags = output.tags().to_vec();
+        let full = output.task_definition.ok_or_else(|| {
+            AwsError::unexpected(
+                "DescribeTaskDefinition",
+                format!("no task definition in the response for {task_definition}"),
+            )
+        })?;
+        let ours = to_task_definition(&full, &tags).ok_or_else(|| {
+            AwsError::unexpected(
+                "DescribeTaskDefinition",
+                format!("{task_definition}: the response has no ARN or family"),
+            )
+        })?;
+        if let Ok(mut cache) = self.described.lock() {
+            cache.insert(ours.arn.clone(), (full, tags));
+        }
+        Ok(ours)
     }
+}
+
+#[async_trait]
+impl EcsWrite for EcsAdapter {
+    async fn register_revision(
+        &self,
+        source: &str,
+        images: &BTreeMap<String, String>,
+        tags: &Tags,
+    ) -> Result<TaskDefinition, AwsError> {
+        let cached = self.described.lock().ok().and_then(|c| c.get(source).cloned());
+        let (td, old_tags) = match cached {
+            Some(full) => full,
+            None => {
+                self.describe_task_definition(source).await?;
+                self.described.lock().ok().and_then(|c| c.get(source).cloned()).ok_or_else(|| {
+                    AwsError::unexpected("DescribeTaskDefinition", format!("{source} could not be read back"))
+                })?
+            }
+        };
+        let containers = td
+            .container_definitions()
+            .iter()
+            .map(|c| {
+                let mut c = c.clone();
+                if let Some(image) = c.name.as_ref().and_then(|n| images.get(n)) {
+                    c.image = Some(image.clone());
+                }
+                c
+            })
+            .collect();
+        let output = self
+            .client
+            .register_task_definition()
+            .set_family(td.family.clone())
+            .set_task_role_arn(td.task_role_arn.clone())
+            .set_execution_role_arn(td.execution_role_arn.clone())
+            .set_network_mode(td.network_mode.clone())
+            .set_container_definitions(Some(containers))
+            .set_volumes(td.volumes.clone())
+            .set_placement_constraints(td.placement_constraints.clone())
+            .set_requires_compatibilities(td.requires_compatibilities.clone())
+            .set_cpu(td.cpu.clone())
+            .set_memory(td.memory.clone())
+            .set_tags(Some(merged_tags(&old_tags, tags)))
+            .set_pid_mode(td.pid_mode.clone())
+            .set_ipc_mode(td.ipc_mode.clone())
+            .set_proxy_configuration(td.proxy_configuration.clone())
+            .set_ephemeral_storage(td.ephemeral_storage.clone())
+            .set_runtime_platform(td.runtime_platform.clone())
+            .set_enable_fault_injection(td.enable_fault_injection)
+            .send()
+            .await
+            .map_err(|e| classify("RegisterTaskDefinition", e))?;
+        let tags = output.tags().to_vec();
+        let registered = output
+            .task_definition
+            .ok_or_else(|| AwsError::unexpected("RegisterTaskDefinition", "no task definition in the response"))?;
+        to_task_definition(&registered, &tags)
+            .ok_or_else(|| AwsError::unexpected("RegisterTaskDefinition", "the response has no ARN or family"))
+    }
+
+    async fn update_service(&self, cluster: &str, service: &str, task_definition_arn: &str) -> Result<(), AwsError> {
+        self.client
+            .update_service()
+            .cluster(cluster)
+            .service(service)
+            .task_definition(task_definition_arn)
+            .send()
+            .await
+            .map_err(|e| classify("UpdateService", e))?;
+        Ok(())
+    }
+}
+
+/// The source revision's tags with ours laid over them. `aws:` keys are
+/// AWS-managed and RegisterTaskDefinition refuses them.
+fn merged_tags(old: &[Tag], ours: &Tags) -> Vec<Tag> {
+    let mut merged: BTreeMap<String, String> = old
+        .iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+        .filter(|(k, _)| !k.starts_with("aws:"))
+        .collect();
+    merged.extend(ours.iter().map(|(k, v)| (k.clone(), v.clone())));
+    merged.into_iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
 }
 
 fn to_service(s: &aws_sdk_ecs::types::Service) -> Option<Service> {
@@ -98,15 +200,19 @@ fn to_service(s: &aws_sdk_ecs::types::Service) -> Option<Service> {
         name: s.service_name()?.to_string(),
         cluster_arn: s.cluster_arn()?.to_string(),
         task_definition: s.task_definition()?.to_string(),
-        tags: s
-            .tags()
-            .iter()
-            .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
-            .collect(),
+        tags: tags_of(s.tags()),
+        circuit_breaker_rollback: s
+            .deployment_configuration()
+            .and_then(|c| c.deployment_circuit_breaker())
+            .is_some_and(|b| b.enable && b.rollback),
     })
 }
 
-fn to_task_definition(td: &aws_sdk_ecs::types::TaskDefinition) -> Option<TaskDefinition> {
+fn tags_of(tags: &[Tag]) -> Tags {
+    tags.iter().filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string()))).collect()
+}
+
+fn to_task_definition(td: &aws_sdk_ecs::types::TaskDefinition, tags: &[Tag]) -> Option<TaskDefinition> {
     Some(TaskDefinition {
         arn: td.task_definition_arn()?.to_string(),
         family: td.family()?.to_string(),
@@ -126,6 +232,8 @@ fn to_task_definition(td: &aws_sdk_ecs::types::TaskDefinition) -> Option<TaskDef
                 }),
             })
             .collect(),
+        cpu_architecture: td.runtime_platform().and_then(|p| p.cpu_architecture()).map(|a| a.as_str().to_string()),
+        tags: tags_of(tags),
     })
 }
 
@@ -152,7 +260,9 @@ mod tests {
     async fn list_services_follows_every_page() {
         let pages = mock!(Client::list_services)
             .sequence()
-            .output(|| ListServicesOutput::builder().service_arns(arn("a")).service_arns(arn("b")).next_token("2").build())
+            .output(|| {
+                ListServicesOutput::builder().service_arns(arn("a")).service_arns(arn("b")).next_token("2").build()
+            })
             .output(|| ListServicesOutput::builder().service_arns(arn("c")).next_token("3").build())
             .output(|| ListServicesOutput::builder().service_arns(arn("d")).build())
             .build();

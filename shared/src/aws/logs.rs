@@ -16,7 +16,7 @@ use aws_sdk_cloudwatchlogs::Client;
 use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
 use aws_smithy_runtime_api::client::orchestrator::OrchestratorError;
 
-use super::classify;
+use super::{classify, ApiCalls};
 use crate::model::{LogGroup, Tags};
 use crate::ports::{Created, LogGroupStore};
 use crate::AwsError;
@@ -26,8 +26,9 @@ pub struct LogsAdapter {
 }
 
 impl LogsAdapter {
-    pub fn new(sdk: &SdkConfig) -> Self {
-        Self::from_client(Client::from_conf(with_retry_classifiers(Builder::from(sdk)).build()))
+    pub fn new(sdk: &SdkConfig, calls: &ApiCalls) -> Self {
+        let config = with_retry_classifiers(Builder::from(sdk)).interceptor(calls.clone()).build();
+        Self::from_client(Client::from_conf(config))
     }
 
     pub fn from_client(client: Client) -> Self {
@@ -63,9 +64,9 @@ where
 {
     fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
         let code = match ctx.output_or_error() {
-            Some(Err(error)) => OrchestratorError::as_operation_error(error)
-                .and_then(|e| e.downcast_ref::<E>())
-                .and_then(|e| e.code()),
+            Some(Err(error)) => {
+                OrchestratorError::as_operation_error(error).and_then(|e| e.downcast_ref::<E>()).and_then(|e| e.code())
+            }
             _ => None,
         };
         match code {
@@ -84,13 +85,7 @@ impl LogGroupStore for LogsAdapter {
     async fn find(&self, name: &str) -> Result<Option<LogGroup>, AwsError> {
         // The prefix match may return siblings (`/ecs/users-envoy` for
         // `/ecs/users`); page through them for the exact name.
-        let mut pages = self
-            .client
-            .describe_log_groups()
-            .log_group_name_prefix(name)
-            .into_paginator()
-            .items()
-            .send();
+        let mut pages = self.client.describe_log_groups().log_group_name_prefix(name).into_paginator().items().send();
         let mut found = None;
         while let Some(group) = pages.next().await {
             let group = group.map_err(|e| classify("DescribeLogGroups", e))?;
@@ -247,8 +242,7 @@ mod tests {
             .sequence()
             .http_status(400, error_body("ResourceAlreadyExistsException"))
             .build();
-        let created = mock!(Client::create_log_group)
-            .then_output(|| CreateLogGroupOutput::builder().build());
+        let created = mock!(Client::create_log_group).then_output(|| CreateLogGroupOutput::builder().build());
         let logs = adapter(&[&exists, &created], 3);
         assert_eq!(logs.create("/ecs/users", &Tags::new(), None).await.expect("ok"), Created::AlreadyExisted);
         assert_eq!(logs.create("/ecs/posts", &Tags::new(), None).await.expect("ok"), Created::New);

@@ -5,6 +5,7 @@
 //! …) like every SDK, so the same binary talks to moto in tests and to AWS in
 //! production. Errors are classified once, here, into [`AwsError`].
 
+pub mod ecr;
 pub mod ecs;
 pub mod logs;
 
@@ -62,13 +63,7 @@ where
         Some(m) => m.to_string(),
         None => aws_smithy_types_display(&error),
     };
-    AwsError {
-        operation,
-        code,
-        message,
-        retryable,
-        source: Some(Box::new(error)),
-    }
+    AwsError { operation, code, message, retryable, source: Some(Box::new(error)) }
 }
 
 /// The full error chain on one line, for errors that carry no service message
@@ -82,4 +77,50 @@ fn aws_smithy_types_display(error: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     text
+}
+
+/// Counts every HTTP attempt per operation (each page and each retry is one),
+/// through an SDK interceptor on every client. Reports give the per-invocation
+/// figures, so "how many calls did that cost" is answered by the run itself.
+#[derive(Clone, Debug, Default)]
+pub struct ApiCalls(std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>);
+
+impl ApiCalls {
+    pub fn snapshot(&self) -> std::collections::BTreeMap<String, u64> {
+        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Calls made since `before` (a [`ApiCalls::snapshot`]).
+    pub fn since(&self, before: &std::collections::BTreeMap<String, u64>) -> std::collections::BTreeMap<String, u64> {
+        self.snapshot()
+            .into_iter()
+            .map(|(op, n)| {
+                let earlier = before.get(&op).copied().unwrap_or(0);
+                (op, n - earlier)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for ApiCalls {
+    fn name(&self) -> &'static str {
+        "ApiCalls"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_sdk_ecs::config::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let operation = cfg
+            .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+            .map(|m| m.name().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        if let Ok(mut counts) = self.0.lock() {
+            *counts.entry(operation).or_default() += 1;
+        }
+        Ok(())
+    }
 }

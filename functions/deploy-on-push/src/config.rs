@@ -1,0 +1,61 @@
+//! deploy-on-push configuration, read and validated once at cold start.
+
+use autopilot::config::Vars;
+use autopilot::log_groups::RETENTION_DAYS_ALLOWED;
+use autopilot::Error;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `CLUSTERS`: comma-separated names or ARNs to look in; empty means all.
+    pub clusters: Vec<String>,
+    /// `DRY_RUN`: plan every rollout and write nothing.
+    pub dry_run: bool,
+    /// `SWEEP_CONCURRENCY`: AWS calls in flight during discovery.
+    pub concurrency: usize,
+    /// `LOG_RETENTION_DAYS`: retention for log groups a new revision needs.
+    pub retention_days: i32,
+    /// `LOG_KMS_KEY_ARN`: encrypts those log groups.
+    pub kms_key_arn: Option<String>,
+    /// `METRICS_NAMESPACE`: the CloudWatch namespace of our EMF metrics.
+    pub metrics_namespace: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_vars(&Vars::from_env())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        Self::from_vars(&Vars::new(lookup))
+    }
+
+    fn from_vars<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<Self, Error> {
+        Ok(Config {
+            clusters: vars.list("CLUSTERS"),
+            dry_run: vars.bool("DRY_RUN", false)?,
+            concurrency: vars.in_range("SWEEP_CONCURRENCY", 4, 1, 16)? as usize,
+            retention_days: vars.one_of("LOG_RETENTION_DAYS", 30, RETENTION_DAYS_ALLOWED)?,
+            kms_key_arn: vars.arn("LOG_KMS_KEY_ARN", "kms")?,
+            metrics_namespace: vars.get("METRICS_NAMESPACE").unwrap_or_else(|| "ECRAutopilot".into()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, Error> {
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(move |k| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn defaults_and_validation() {
+        let c = config(&[]).expect("defaults");
+        assert!(c.clusters.is_empty() && !c.dry_run && c.concurrency == 4 && c.retention_days == 30);
+        assert!(config(&[("DRY_RUN", "1")]).unwrap_err().to_string().contains("DRY_RUN"));
+        assert!(config(&[("LOG_RETENTION_DAYS", "10")]).unwrap_err().to_string().contains("LOG_RETENTION_DAYS"));
+        assert_eq!(config(&[("CLUSTERS", "prod, staging")]).expect("ok").clusters, ["prod", "staging"]);
+    }
+}

@@ -1,0 +1,171 @@
+//! The ECR push event (EventBridge `ECR Image Action`), and the manual
+//! preview request. Only a successful push of a tagged image is acted on;
+//! anything else well-formed is an [`Input::Ignore`] with its reason.
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use serde::Deserialize;
+use serde_json::Value;
+
+use autopilot::deploy::Push;
+use autopilot::image_ref::{is_digest, is_valid_tag};
+use autopilot::Error;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A successful push of a tagged image.
+    Push { push: Push, manifest_media_type: Option<String> },
+    /// A well-formed event that asks for nothing: a failure, a delete, the
+    /// untagged child manifest of a multi-arch push.
+    Ignore { event_id: String, reason: String },
+    /// An operator's "what would a push of this tag do" (always a dry run
+    /// unless `dryRun` is false).
+    Manual(ManualRequest),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ManualRequest {
+    pub repository: String,
+    pub tag: String,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+}
+
+/// The `detail` of an `ECR Image Action` event.
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct ImageAction {
+    action_type: String,
+    result: String,
+    repository_name: String,
+    #[serde(default)]
+    image_digest: Option<String>,
+    #[serde(default)]
+    image_tag: Option<String>,
+    #[serde(default)]
+    manifest_media_type: Option<String>,
+}
+
+impl Input {
+    pub fn parse(payload: Value) -> Result<Input, Error> {
+        let Value::Object(object) = &payload else {
+            return Err(Error::malformed("expected a JSON object (an EventBridge event or a manual request)"));
+        };
+        if !(object.contains_key("detail-type") || object.contains_key("source")) {
+            let request: ManualRequest = serde_json::from_value(payload)
+                .map_err(|e| Error::malformed(format!("manual request: {e} (fields: repository, tag, dryRun)")))?;
+            if request.repository.trim().is_empty() || !is_valid_tag(&request.tag) {
+                return Err(Error::malformed(
+                    "manual request: repository must be set and tag must be a valid image tag",
+                ));
+            }
+            return Ok(Input::Manual(request));
+        }
+        let event: EventBridgeEvent<Value> =
+            serde_json::from_value(payload).map_err(|e| Error::malformed(format!("EventBridge envelope: {e}")))?;
+        if event.source != "aws.ecr" || event.detail_type != "ECR Image Action" {
+            return Err(Error::UnexpectedEvent(format!(
+                "source {:?} with detail-type {:?}; deploy-on-push handles aws.ecr \"ECR Image Action\" events",
+                event.source, event.detail_type
+            )));
+        }
+        let event_id =
+            event.id.clone().filter(|id| !id.is_empty()).ok_or_else(|| Error::malformed("event has no id"))?;
+        let detail: ImageAction = serde_json::from_value(event.detail)
+            .map_err(|e| Error::malformed(format!("ECR Image Action detail: {e}")))?;
+        let ignore = |reason: String| Ok(Input::Ignore { event_id: event_id.clone(), reason });
+        if detail.action_type != "PUSH" {
+            return ignore(format!("action-type {} is not a push", detail.action_type));
+        }
+        if detail.result != "SUCCESS" {
+            return ignore(format!("the push did not succeed (result {})", detail.result));
+        }
+        let tag = detail.image_tag.unwrap_or_default();
+        if tag.is_empty() {
+            return ignore(
+                "untagged push (a child manifest of a multi-arch image): the tagged index is deployed".into(),
+            );
+        }
+        let digest = detail.image_digest.unwrap_or_default();
+        if !is_digest(&digest) {
+            return Err(Error::malformed(format!("image-digest {digest:?} is not sha256:<64 hex digits>")));
+        }
+        if !is_valid_tag(&tag) || detail.repository_name.trim().is_empty() {
+            return Err(Error::malformed(format!(
+                "repository {:?} or tag {tag:?} is not valid",
+                detail.repository_name
+            )));
+        }
+        let (Some(account), Some(region)) = (event.account, event.region) else {
+            return Err(Error::malformed("event has no account or region"));
+        };
+        Ok(Input::Push {
+            push: Push { account, region, repository: detail.repository_name, digest, tag, event_id },
+            manifest_media_type: detail.manifest_media_type,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fixture(name: &str) -> Value {
+        let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn documented_push_is_a_push() {
+        let Input::Push { push, .. } = Input::parse(fixture("deploy-on-push-push.json")).expect("parses") else {
+            panic!("expected a push")
+        };
+        assert_eq!((push.repository.as_str(), push.tag.as_str()), ("users", "latest"));
+        assert_eq!((push.account.as_str(), push.region.as_str()), ("123456789012", "us-east-1"));
+    }
+
+    #[test]
+    fn failures_deletes_and_children_are_ignored_with_a_reason() {
+        for (file, expected) in [
+            ("deploy-on-push-push-failed.json", "the push did not succeed"),
+            ("deploy-on-push-delete.json", "action-type DELETE is not a push"),
+            ("deploy-on-push-multiarch-child-1.json", "untagged push"),
+        ] {
+            match Input::parse(fixture(file)).expect(file) {
+                Input::Ignore { reason, .. } => assert!(reason.starts_with(expected), "{file}: {reason}"),
+                other => panic!("{file}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            Input::parse(fixture("deploy-on-push-multiarch-index.json")).expect("index"),
+            Input::Push { manifest_media_type: Some(_), .. }
+        ));
+    }
+
+    #[test]
+    fn malformed_events_are_errors() {
+        let mut bad_digest = fixture("deploy-on-push-push.json");
+        bad_digest["detail"]["image-digest"] = json!("sha256:123");
+        let mut no_repo = fixture("deploy-on-push-push.json");
+        no_repo["detail"].as_object_mut().expect("detail").remove("repository-name");
+        let mut bad_tag = fixture("deploy-on-push-push.json");
+        bad_tag["detail"]["image-tag"] = json!("-bad tag");
+        let cases = [
+            (json!(null), "malformed event: expected a JSON object"),
+            (bad_digest, "malformed event: image-digest"),
+            (no_repo, "malformed event: ECR Image Action detail: missing field `repository-name`"),
+            (bad_tag, "malformed event: repository"),
+            (
+                json!({"source": "aws.ecs", "detail-type": "AWS API Call via CloudTrail", "detail": {}}),
+                "unexpected event",
+            ),
+            (json!({"repository": "users"}), "malformed event: manual request: missing field `tag`"),
+        ];
+        for (payload, expected) in cases {
+            let err = Input::parse(payload.clone()).expect_err("rejected").to_string();
+            assert!(err.starts_with(expected), "{payload} → {err}");
+        }
+    }
+}

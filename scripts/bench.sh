@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Reports figures, asserts nothing: binary sizes, cold start, peak memory and
+# API calls of a sweep. Results also go to target/bench/results.txt.
+# Run through `make bench` (it builds the debug tools and the arm64 bootstraps).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p target/bench
+echo "[bench] native release build (for representative cold start and RSS)" >&2
+cargo build --release --bin log-groups 2>&1 | tail -1 >&2
+
+bootstrap=target/lambda/log-groups/bootstrap
+zipped=$(python3 - "$bootstrap" <<'PY'
+import io, sys, zipfile
+buf = io.BytesIO()
+with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+    z.write(sys.argv[1], "bootstrap")
+print(len(buf.getvalue()))
+PY
+)
+{
+  echo "date: $(date -u +%FT%TZ)  machine: $(nproc) cores, $(uname -m)"
+  echo "arm64 bootstrap (log-groups): $(stat -c %s "$bootstrap") bytes, deployment zip $zipped bytes"
+  echo "x86_64 release binary (log-groups): $(stat -c %s target/release/log-groups) bytes"
+  echo -n "native x86_64 release: "
+  ./target/debug/bench coldstart 30 target/release/log-groups
+  echo -n "arm64 bootstrap under qemu-aarch64 (emulated, slower than real Graviton): "
+  ./target/debug/bench coldstart 10 /usr/bin/qemu-aarch64-static -L /usr/aarch64-linux-gnu "$bootstrap"
+  AUTOPILOT_FUNCTION_DIR=target/release ./target/debug/bench sweep 3 40
+} | tee target/bench/results.txt

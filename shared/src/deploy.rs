@@ -1,0 +1,530 @@
+//! The deploy-on-push planner: given a push, one service, its current task
+//! definition and what ECR says about the images involved, decide whether
+//! and how to roll the new image out. Pure: no AWS, no clock.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::image_ref::ImageRef;
+use crate::model::{Image, Platform, Service, Tags, TaskDefinition};
+use crate::track::{version_of, Track};
+
+pub const TAG_DEPLOY: &str = "autopilot:deploy";
+pub const TAG_TRACK: &str = "autopilot:track";
+pub const TAG_CONTAINERS: &str = "autopilot:containers";
+pub const TAG_SOURCE_DIGEST: &str = "autopilot:source-digest";
+pub const TAG_SOURCE_TAG: &str = "autopilot:source-tag";
+pub const TAG_SOURCE_EVENT: &str = "autopilot:source-event";
+
+/// A successful push of a tagged image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Push {
+    pub account: String,
+    pub region: String,
+    pub repository: String,
+    pub digest: String,
+    pub tag: String,
+    pub event_id: String,
+}
+
+impl Push {
+    /// The tags a revision made for this push carries.
+    pub fn revision_tags(&self) -> Tags {
+        [
+            (TAG_SOURCE_DIGEST, self.digest.as_str()),
+            (TAG_SOURCE_TAG, self.tag.as_str()),
+            (TAG_SOURCE_EVENT, self.event_id.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+}
+
+/// `autopilot:deploy` on a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptIn {
+    Off,
+    On,
+    DryRun,
+}
+
+impl OptIn {
+    pub fn of(service: &Service) -> Result<OptIn, String> {
+        match service.tags.get(TAG_DEPLOY).map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("off") => Ok(OptIn::Off),
+            Some("on") => Ok(OptIn::On),
+            Some("dry-run") => Ok(OptIn::DryRun),
+            Some(other) => Err(format!("invalid {TAG_DEPLOY} value {other:?} (allowed: on, off, dry-run)")),
+        }
+    }
+}
+
+/// What ECR says about the pushed image and about the images services run now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageFacts {
+    /// The pushed digest; `None` when the repository no longer has it.
+    pub pushed: Option<Image>,
+    /// The platforms of the pushed image when it is an index.
+    pub platforms: Option<Vec<Platform>>,
+    /// Images services are pinned to now, by digest.
+    pub running: BTreeMap<String, Image>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerChange {
+    pub container: String,
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Update { changes: Vec<ContainerChange>, dry_run: bool },
+    Skip(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePlan {
+    pub decision: Decision,
+    /// The `autopilot:track` policy applied, as text.
+    pub track: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+/// The containers of `td` that run the pushed repository in the pushed
+/// registry (same account and region), within `autopilot:containers` if set.
+pub fn matching_containers<'a>(push: &Push, service: &Service, td: &'a TaskDefinition) -> Vec<(&'a str, ImageRef)> {
+    let scope: Option<Vec<&str>> =
+        service.tags.get(TAG_CONTAINERS).map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect());
+    td.containers
+        .iter()
+        .filter(|c| scope.as_ref().is_none_or(|names| names.contains(&c.name.as_str())))
+        .filter_map(|c| {
+            let image = ImageRef::parse(&c.image)?;
+            let registry = image.ecr_registry()?;
+            let same = registry.account == push.account
+                && registry.region == push.region
+                && image.repository == push.repository;
+            same.then_some((c.name.as_str(), image))
+        })
+        .collect()
+}
+
+/// Decides for one service. `None` when the service does not run the pushed
+/// repository or has not opted in: it is not part of this push at all.
+pub fn plan_service(
+    push: &Push,
+    service: &Service,
+    td: &TaskDefinition,
+    facts: &ImageFacts,
+    dry_run: bool,
+) -> Option<ServicePlan> {
+    let matching = matching_containers(push, service, td);
+    if matching.is_empty() {
+        return None;
+    }
+    let mut plan = ServicePlan { decision: Decision::Skip(String::new()), track: None, warnings: Vec::new() };
+    let skip = |mut plan: ServicePlan, reason: String| {
+        plan.decision = Decision::Skip(reason);
+        Some(plan)
+    };
+    let opt_in = match OptIn::of(service) {
+        Ok(OptIn::Off) => return None,
+        Ok(o) => o,
+        Err(reason) => return skip(plan, reason),
+    };
+    if let Some(scope) = service.tags.get(TAG_CONTAINERS) {
+        for name in scope.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if !td.containers.iter().any(|c| c.name == name) {
+                plan.warnings.push(format!("{TAG_CONTAINERS} names {name:?}, which the task definition does not have"));
+            }
+        }
+    }
+
+    // The tag each container follows: the service's policy, else the tag we
+    // last deployed from (the image is pinned by digest after our first
+    // rollout), else the tag in its image reference.
+    let deployed_tag = td.tags.get(TAG_SOURCE_TAG).cloned();
+    let explicit = match service.tags.get(TAG_TRACK) {
+        Some(value) => match Track::parse(value) {
+            Ok(track) => Some(track),
+            Err(problem) => return skip(plan, format!("invalid {TAG_TRACK}: {problem}")),
+        },
+        None => None,
+    };
+    let mut accepted = Vec::new();
+    let mut policies = Vec::new();
+    for (name, image) in &matching {
+        let track = match &explicit {
+            Some(track) => track.clone(),
+            None => match deployed_tag.clone().or_else(|| image.tag.clone()) {
+                Some(tag) => Track::Exact(tag),
+                None => {
+                    policies.push(format!("{name}: none"));
+                    continue;
+                }
+            },
+        };
+        policies.push(format!("{name}: {track}"));
+        if track.accepts(&push.tag) {
+            accepted.push((*name, image, track));
+        }
+    }
+    plan.track = Some(policies.join(", "));
+    if accepted.is_empty() {
+        let reason = if policies.iter().all(|p| p.ends_with(": none")) {
+            format!("no tag to track: the image is pinned by digest; set {TAG_TRACK}")
+        } else {
+            format!("tag {:?} is not tracked ({})", push.tag, policies.join(", "))
+        };
+        return skip(plan, reason);
+    }
+
+    let Some(pushed) = &facts.pushed else {
+        return skip(plan, format!("image {} is no longer in the repository", push.digest));
+    };
+    if !pushed.tags.iter().any(|t| *t == push.tag) {
+        return skip(plan, format!("stale event: tag {:?} now points to another image", push.tag));
+    }
+    if accepted.iter().all(|(_, image, _)| image.digest.as_deref() == Some(push.digest.as_str())) {
+        return skip(plan, format!("already running {}", push.digest));
+    }
+
+    for (name, image, track) in &accepted {
+        if track.is_semver() {
+            let running = deployed_tag.as_deref().or(image.tag.as_deref()).and_then(version_of);
+            if let (Some(running), Some(pushed_version)) = (running, version_of(&push.tag)) {
+                if pushed_version < running {
+                    return skip(plan, format!("older version: {name} runs {running}, the push is {pushed_version}"));
+                }
+            }
+        } else if let Some(running) = image.digest.as_ref().and_then(|d| facts.running.get(d)) {
+            if running.digest != push.digest && running.pushed_at > pushed.pushed_at {
+                return skip(plan, format!("older push: {name} runs {}, pushed after this image", running.digest));
+            }
+        }
+    }
+
+    if let Some(platforms) = &facts.platforms {
+        let arch = td.oci_architecture();
+        if !platforms.iter().any(|p| p.architecture == arch && p.os == "linux") {
+            let offered: Vec<String> = platforms.iter().map(|p| format!("{}/{}", p.os, p.architecture)).collect();
+            return skip(
+                plan,
+                format!("platform mismatch: the service runs linux/{arch}, the image offers {}", offered.join(", ")),
+            );
+        }
+    }
+
+    if !service.circuit_breaker_rollback {
+        plan.warnings
+            .push("no deployment circuit breaker with rollback: a failed rollout will not roll back by itself".into());
+    }
+    let changes = accepted
+        .iter()
+        .filter(|(_, image, _)| image.digest.as_deref() != Some(push.digest.as_str()))
+        .map(|(name, image, _)| ContainerChange {
+            container: name.to_string(),
+            from: td.containers.iter().find(|c| c.name == *name).map(|c| c.image.clone()).unwrap_or_default(),
+            to: image.pinned(&push.digest),
+        })
+        .collect();
+    plan.decision = Decision::Update { changes, dry_run: dry_run || opt_in == OptIn::DryRun };
+    Some(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Container;
+    use proptest::prelude::*;
+
+    const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+
+    fn digest(n: u8) -> String {
+        format!("sha256:{}", format!("{n:02x}").repeat(32))
+    }
+
+    fn push(tag: &str, d: u8) -> Push {
+        Push {
+            account: "123456789012".into(),
+            region: "us-east-1".into(),
+            repository: "users".into(),
+            digest: digest(d),
+            tag: tag.into(),
+            event_id: "evt-1".into(),
+        }
+    }
+
+    fn service(tags: &[(&str, &str)]) -> Service {
+        Service {
+            arn: "arn:aws:ecs:us-east-1:123456789012:service/prod/users".into(),
+            name: "users".into(),
+            cluster_arn: "arn:aws:ecs:us-east-1:123456789012:cluster/prod".into(),
+            task_definition: "arn:aws:ecs:us-east-1:123456789012:task-definition/users:1".into(),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            circuit_breaker_rollback: true,
+        }
+    }
+
+    fn td(containers: &[(&str, &str)]) -> TaskDefinition {
+        TaskDefinition {
+            arn: "arn:aws:ecs:us-east-1:123456789012:task-definition/users:1".into(),
+            family: "users".into(),
+            revision: 1,
+            containers: containers
+                .iter()
+                .map(|(name, image)| Container { name: name.to_string(), image: image.to_string(), log: None })
+                .collect(),
+            cpu_architecture: Some("ARM64".into()),
+            tags: Tags::new(),
+        }
+    }
+
+    fn image(d: u8, tags: &[&str], pushed_at: i64) -> Image {
+        Image {
+            digest: digest(d),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            pushed_at,
+            size_bytes: Some(1),
+            manifest_media_type: None,
+        }
+    }
+
+    fn facts(pushed: Image) -> ImageFacts {
+        ImageFacts { pushed: Some(pushed), ..Default::default() }
+    }
+
+    fn decision(p: &Push, s: &Service, t: &TaskDefinition, f: &ImageFacts) -> Decision {
+        plan_service(p, s, t, f, false).expect("considered").decision
+    }
+
+    fn skipped(d: Decision) -> String {
+        match d {
+            Decision::Skip(reason) => reason,
+            other => panic!("expected a skip, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_the_app_container_is_pinned_and_the_sidecar_stays() {
+        let t =
+            td(&[("users", &format!("{HOST}/users:latest")), ("envoy", "public.ecr.aws/appmesh/aws-appmesh-envoy:v1")]);
+        let plan = plan_service(
+            &push("latest", 2),
+            &service(&[(TAG_DEPLOY, "on")]),
+            &t,
+            &facts(image(2, &["latest"], 100)),
+            false,
+        )
+        .expect("considered");
+        assert_eq!(
+            plan.decision,
+            Decision::Update {
+                changes: vec![ContainerChange {
+                    container: "users".into(),
+                    from: format!("{HOST}/users:latest"),
+                    to: format!("{HOST}/users@{}", digest(2)),
+                }],
+                dry_run: false,
+            }
+        );
+        assert!(plan.warnings.is_empty());
+    }
+
+    #[test]
+    fn services_not_opted_in_or_using_other_repositories_are_not_considered() {
+        let t = td(&[("users", &format!("{HOST}/users:latest"))]);
+        let f = facts(image(2, &["latest"], 100));
+        assert_eq!(plan_service(&push("latest", 2), &service(&[]), &t, &f, false), None);
+        assert_eq!(plan_service(&push("latest", 2), &service(&[(TAG_DEPLOY, "off")]), &t, &f, false), None);
+        let other = td(&[("posts", &format!("{HOST}/posts:latest"))]);
+        assert_eq!(plan_service(&push("latest", 2), &service(&[(TAG_DEPLOY, "on")]), &other, &f, false), None);
+        // Another account's or region's repository of the same name is not ours.
+        let elsewhere = td(&[("users", "210987654321.dkr.ecr.us-east-1.amazonaws.com/users:latest")]);
+        assert_eq!(plan_service(&push("latest", 2), &service(&[(TAG_DEPLOY, "on")]), &elsewhere, &f, false), None);
+        let eu = td(&[("users", "123456789012.dkr.ecr.eu-west-1.amazonaws.com/users:latest")]);
+        assert_eq!(plan_service(&push("latest", 2), &service(&[(TAG_DEPLOY, "on")]), &eu, &f, false), None);
+    }
+
+    #[test]
+    fn invalid_tags_are_reported_not_applied() {
+        let t = td(&[("users", &format!("{HOST}/users:latest"))]);
+        let f = facts(image(2, &["latest"], 100));
+        let reason = skipped(decision(&push("latest", 2), &service(&[(TAG_DEPLOY, "yes")]), &t, &f));
+        assert!(reason.starts_with("invalid autopilot:deploy value \"yes\""), "{reason}");
+        let reason =
+            skipped(decision(&push("latest", 2), &service(&[(TAG_DEPLOY, "on"), (TAG_TRACK, "semver:nope")]), &t, &f));
+        assert!(reason.starts_with("invalid autopilot:track"), "{reason}");
+    }
+
+    #[test]
+    fn tracking_follows_the_deployed_tag_once_pinned() {
+        // After our first rollout the image is pinned; the revision's source tag says what it tracks.
+        let mut t = td(&[("users", &format!("{HOST}/users@{}", digest(1)))]);
+        let s = service(&[(TAG_DEPLOY, "on")]);
+        let f = ImageFacts {
+            pushed: Some(image(2, &["latest"], 200)),
+            running: [(digest(1), image(1, &[], 100))].into(),
+            platforms: None,
+        };
+        assert!(skipped(decision(&push("latest", 2), &s, &t, &f)).starts_with("no tag to track"));
+        t.tags.insert(TAG_SOURCE_TAG.into(), "latest".into());
+        assert!(matches!(decision(&push("latest", 2), &s, &t, &f), Decision::Update { .. }));
+        assert!(skipped(decision(&push("main", 2), &s, &t, &f)).starts_with("tag \"main\" is not tracked"));
+    }
+
+    #[test]
+    fn replays_and_second_tags_of_the_same_digest_do_nothing() {
+        let mut t = td(&[("users", &format!("{HOST}/users@{}", digest(2)))]);
+        t.tags.insert(TAG_SOURCE_TAG.into(), "latest".into());
+        let s = service(&[(TAG_DEPLOY, "on"), (TAG_TRACK, "glob:*")]);
+        let f = facts(image(2, &["latest", "v1.2.0"], 100));
+        for tag in ["latest", "v1.2.0"] {
+            assert!(skipped(decision(&push(tag, 2), &s, &t, &f)).starts_with("already running"), "{tag}");
+        }
+    }
+
+    #[test]
+    fn older_pushes_never_roll_back() {
+        let t = td(&[("users", &format!("{HOST}/users:latest@{}", digest(3)))]);
+        let s = service(&[(TAG_DEPLOY, "on")]);
+        let f = ImageFacts {
+            pushed: Some(image(2, &["latest"], 100)),
+            running: [(digest(3), image(3, &[], 200))].into(),
+            platforms: None,
+        };
+        assert!(skipped(decision(&push("latest", 2), &s, &t, &f)).starts_with("older push"));
+        // A stale event: the tag has moved on to another image since.
+        let stale = facts(image(2, &["old"], 300));
+        assert!(skipped(decision(&push("latest", 2), &s, &t, &stale)).starts_with("stale event"));
+    }
+
+    #[test]
+    fn semver_compares_versions_not_push_times() {
+        let mut t = td(&[("users", &format!("{HOST}/users@{}", digest(3)))]);
+        t.tags.insert(TAG_SOURCE_TAG.into(), "v1.4.0".into());
+        let s = service(&[(TAG_DEPLOY, "on"), (TAG_TRACK, "semver:^1")]);
+        // pushed later, but a lower version
+        let f = ImageFacts {
+            pushed: Some(image(2, &["1.3.9"], 500)),
+            running: [(digest(3), image(3, &[], 100))].into(),
+            platforms: None,
+        };
+        assert!(skipped(decision(&push("1.3.9", 2), &s, &t, &f)).starts_with("older version"));
+        let newer = ImageFacts { pushed: Some(image(2, &["v1.5.0"], 50)), ..f.clone() };
+        assert!(matches!(decision(&push("v1.5.0", 2), &s, &t, &newer), Decision::Update { .. }));
+        let major = ImageFacts { pushed: Some(image(2, &["2.0.0"], 600)), ..f };
+        assert!(skipped(decision(&push("2.0.0", 2), &s, &t, &major)).starts_with("tag \"2.0.0\" is not tracked"));
+    }
+
+    #[test]
+    fn an_amd64_only_index_is_refused_for_an_arm64_service() {
+        let t = td(&[("users", &format!("{HOST}/users:latest"))]);
+        let s = service(&[(TAG_DEPLOY, "on")]);
+        let amd64 = Platform { os: "linux".into(), architecture: "amd64".into() };
+        let f = ImageFacts {
+            pushed: Some(image(2, &["latest"], 1)),
+            platforms: Some(vec![amd64.clone()]),
+            running: BTreeMap::new(),
+        };
+        assert!(skipped(decision(&push("latest", 2), &s, &t, &f)).starts_with("platform mismatch"));
+        let arm64 = Platform { os: "linux".into(), architecture: "arm64".into() };
+        let multi = ImageFacts { platforms: Some(vec![amd64, arm64]), ..f };
+        assert!(matches!(decision(&push("latest", 2), &s, &t, &multi), Decision::Update { .. }));
+    }
+
+    #[test]
+    fn dry_run_by_tag_or_by_configuration_and_circuit_breaker_warning() {
+        let t = td(&[("users", &format!("{HOST}/users:latest"))]);
+        let f = facts(image(2, &["latest"], 1));
+        let mut s = service(&[(TAG_DEPLOY, "dry-run")]);
+        s.circuit_breaker_rollback = false;
+        let plan = plan_service(&push("latest", 2), &s, &t, &f, false).expect("considered");
+        assert!(matches!(plan.decision, Decision::Update { dry_run: true, .. }));
+        assert_eq!(plan.warnings.len(), 1);
+        let on = service(&[(TAG_DEPLOY, "on")]);
+        assert!(matches!(decision_with(&on, &t, &f, true), Decision::Update { dry_run: true, .. }));
+    }
+
+    fn decision_with(s: &Service, t: &TaskDefinition, f: &ImageFacts, dry_run: bool) -> Decision {
+        plan_service(&push("latest", 2), s, t, f, dry_run).expect("considered").decision
+    }
+
+    #[test]
+    fn container_scope_limits_what_changes() {
+        let t = td(&[("api", &format!("{HOST}/users:latest")), ("worker", &format!("{HOST}/users:latest"))]);
+        let s = service(&[(TAG_DEPLOY, "on"), (TAG_CONTAINERS, "worker, ghost")]);
+        let plan =
+            plan_service(&push("latest", 2), &s, &t, &facts(image(2, &["latest"], 1)), false).expect("considered");
+        let Decision::Update { changes, .. } = plan.decision else { panic!("expected update") };
+        assert_eq!(changes.iter().map(|c| c.container.as_str()).collect::<Vec<_>>(), ["worker"]);
+        assert!(plan.warnings.iter().any(|w| w.contains("\"ghost\"")));
+    }
+
+    fn arb_image() -> impl Strategy<Value = String> {
+        let hosts = prop::sample::select(vec![
+            HOST,
+            "123456789012.dkr-ecr.us-east-1.on.aws",
+            "123456789012.dkr.ecr-fips.us-east-1.amazonaws.com",
+            "210987654321.dkr.ecr.us-east-1.amazonaws.com",
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+            "public.ecr.aws",
+        ]);
+        let repos = prop::sample::select(vec!["users", "posts", "team/users"]);
+        let tags = prop::sample::select(vec!["", ":latest", ":v1.2.0", ":main"]);
+        (hosts, repos, tags, 0u8..4).prop_map(|(h, r, t, d)| {
+            let pin = if d == 0 { String::new() } else { format!("@{}", digest(d)) };
+            format!("{h}/{r}{t}{pin}")
+        })
+    }
+
+    proptest! {
+        /// Whatever the service looks like, an update only ever pins containers
+        /// that run the pushed repository in the pushed registry, inside the
+        /// container scope, to exactly the pushed digest on the host they used.
+        #[test]
+        fn updates_touch_only_matching_containers(
+            images in prop::collection::vec(arb_image(), 1..5),
+            scope in prop::option::of(prop::collection::vec(0usize..5, 0..3)),
+            track in prop::option::of(prop::sample::select(vec!["latest", "glob:*", "semver:^1", "regex:v?1\\..*", "main"])),
+            tag in prop::sample::select(vec!["latest", "v1.2.0", "main", "1.9.9"]),
+            pushed_tags_include in any::<bool>(),
+        ) {
+            let named: Vec<(String, String)> = images.iter().enumerate().map(|(i, img)| (format!("c{i}"), img.clone())).collect();
+            let refs: Vec<(&str, &str)> = named.iter().map(|(n, i)| (n.as_str(), i.as_str())).collect();
+            let t = td(&refs);
+            let mut tags = vec![(TAG_DEPLOY.to_string(), "on".to_string())];
+            if let Some(track) = track { tags.push((TAG_TRACK.into(), track.into())); }
+            if let Some(scope) = &scope {
+                tags.push((TAG_CONTAINERS.into(), scope.iter().map(|i| format!("c{i}")).collect::<Vec<_>>().join(",")));
+            }
+            let tag_refs: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let s = service(&tag_refs);
+            let p = push(tag, 9);
+            let pushed_tags: Vec<&str> = if pushed_tags_include { vec![tag] } else { vec!["other"] };
+            let f = facts(image(9, &pushed_tags, 1_000));
+            let Some(plan) = plan_service(&p, &s, &t, &f, false) else { return Ok(()) };
+            if let Decision::Update { changes, .. } = plan.decision {
+                prop_assert!(pushed_tags_include, "a stale event deployed");
+                prop_assert!(!changes.is_empty());
+                for change in changes {
+                    let (_, original) = named.iter().find(|(n, _)| *n == change.container).expect("known container");
+                    let r = ImageRef::parse(original).expect("parses");
+                    let registry = r.ecr_registry().expect("an ECR registry");
+                    prop_assert_eq!(registry.account.as_str(), "123456789012");
+                    prop_assert_eq!(registry.region.as_str(), "us-east-1");
+                    prop_assert_eq!(r.repository.as_str(), "users");
+                    if let Some(scope) = &scope {
+                        let in_scope = scope.iter().any(|i| format!("c{i}") == change.container);
+                        prop_assert!(in_scope, "{} is outside the scope", change.container);
+                    }
+                    prop_assert_eq!(change.to, format!("{}/users@{}", r.host, digest(9)));
+                }
+            }
+        }
+    }
+}

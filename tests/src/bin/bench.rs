@@ -1,0 +1,124 @@
+//! Benchmarks that report figures (no thresholds): `make bench` runs them.
+//!
+//! - `bench coldstart RUNS PROGRAM [ARGS…]`: time from spawning the function
+//!   to its first Runtime API request (`GET …/invocation/next`), which covers
+//!   process start, config validation, the aws-config load and client set-up.
+//!   The "Runtime API" is a loopback listener that only records the request.
+//! - `bench sweep CLUSTERS SERVICES_PER_CLUSTER`: a log-groups sweep over a
+//!   generated world on moto; prints API calls against the design's bound,
+//!   wall time and the function's peak RSS.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use autopilot_e2e::world::World;
+use autopilot_e2e::{event, moto, Lambda};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("coldstart") if args.len() >= 3 => coldstart(&args[1], &args[2], &args[3..]),
+        Some("sweep") if args.len() == 3 => sweep(&args[1], &args[2]),
+        _ => {
+            eprintln!("usage: bench coldstart RUNS PROGRAM [ARGS...] | bench sweep CLUSTERS SERVICES_PER_CLUSTER");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn number(text: &str) -> usize {
+    text.parse().unwrap_or_else(|_| panic!("not a number: {text}"))
+}
+
+fn coldstart(runs: &str, program: &str, args: &[String]) {
+    let runs = number(runs);
+    let mut millis = Vec::with_capacity(runs);
+    let mut peak_kib = 0;
+    for _ in 0..runs {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("loopback listener");
+        let port = listener.local_addr().expect("address").port();
+        let started = Instant::now();
+        let mut child = Command::new(program)
+            .args(args)
+            .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{port}"))
+            .env("AWS_LAMBDA_FUNCTION_NAME", "bench")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "bench")
+            .env("AWS_SECRET_ACCESS_KEY", "bench")
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        let (mut stream, _) = listener.accept().expect("the function connects");
+        let mut buf = [0u8; 64];
+        let n = stream.read(&mut buf).expect("request bytes");
+        let elapsed = started.elapsed();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("GET "), "unexpected first request");
+        millis.push(elapsed.as_secs_f64() * 1000.0);
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+        if let Some(kib) = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            peak_kib = peak_kib.max(kib);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    millis.sort_by(f64::total_cmp);
+    let pick = |q: f64| millis[((millis.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "cold start (exec → first Runtime API request) over {runs} runs: min {:.1} ms, median {:.1} ms, p90 {:.1} ms, max {:.1} ms; peak RSS at that point {} KiB",
+        pick(0.0),
+        pick(0.5),
+        pick(0.9),
+        pick(1.0),
+        peak_kib
+    );
+}
+
+fn sweep(clusters: &str, per_cluster: &str) {
+    let (clusters, per_cluster) = (number(clusters), number(per_cluster));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        moto().reset();
+        let world = World::new().await;
+        for c in 0..clusters {
+            let cluster = format!("cluster-{c}");
+            world.cluster(&cluster).await;
+            for s in 0..per_cluster {
+                let family = format!("svc-{c}-{s}");
+                let app = format!("/ecs/{family}");
+                let sidecar = format!("/ecs/{family}-envoy");
+                let arn = world.task_definition(&family, &[(&family, &app), ("envoy", &sidecar)]).await;
+                world.service(&cluster, &family, &arn).await;
+            }
+        }
+        let services = clusters * per_cluster;
+        let lambda = Lambda::start("log-groups", &[]);
+        let started = Instant::now();
+        let report = lambda.invoke(&event("log-groups-schedule.json")).expect("sweep");
+        let wall = started.elapsed();
+        let calls = &report["apiCalls"];
+        let total: u64 = calls.as_object().map(|m| m.values().filter_map(|v| v.as_u64()).sum()).unwrap_or(0);
+        let groups = services * 2;
+        // ListClusters 1 page, ListServices 1 page per cluster (moto returns one
+        // page), ceil(S/10) DescribeServices per cluster, one DescribeTaskDefinition
+        // per revision, and per missing group DescribeLogGroups + Create + PutRetention.
+        let bound = 1 + clusters + clusters * per_cluster.div_ceil(10) + services + groups * 3;
+        println!(
+            "sweep of {services} services in {clusters} clusters ({groups} groups created): {total} API calls (bound {bound}), {:.0} ms wall, function peak RSS {} KiB",
+            wall.as_secs_f64() * 1000.0,
+            lambda.peak_rss_kib().map_or("?".into(), |k| k.to_string())
+        );
+        println!("calls per operation: {calls}");
+        std::thread::sleep(Duration::from_millis(10));
+    });
+}
