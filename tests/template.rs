@@ -12,7 +12,8 @@ use serde_json::Value;
 
 /// Actions that support no resource-level permissions, so `"*"` is the only
 /// Resource IAM accepts for them.
-const UNSCOPABLE: &[&str] = &["ecs:ListClusters", "ecs:ListServices", "ecs:DescribeTaskDefinition"];
+const UNSCOPABLE: &[&str] =
+    &["ecs:ListClusters", "ecs:ListServices", "ecs:DescribeTaskDefinition", "ecs:RegisterTaskDefinition"];
 
 fn run(tool: &str, args: &[&str]) -> (bool, String) {
     let output = Command::new(tools_bin().join(tool))
@@ -156,4 +157,56 @@ fn event_files_are_json_objects_sam_local_invoke_accepts() {
         seen += 1;
     }
     assert!(seen >= 4, "expected the log-groups events, found {seen}");
+}
+
+fn statements_of(template: &Value, role: &str) -> Vec<Value> {
+    template["Resources"][role]["Properties"]["Policies"]
+        .as_array()
+        .expect("inline policies")
+        .iter()
+        .flat_map(|p| as_list(&p["PolicyDocument"]["Statement"]))
+        .collect()
+}
+
+#[test]
+fn deploy_on_push_trigger_serialisation_and_pass_role() {
+    let template = translated();
+    let rules = resources_of(&template, "AWS::Events::Rule");
+    let push = rules
+        .iter()
+        .find(|(_, r)| r["Properties"]["EventPattern"]["source"] == serde_json::json!(["aws.ecr"]))
+        .expect("an ECR push rule");
+    assert_eq!(
+        push.1["Properties"]["EventPattern"],
+        serde_json::json!({"source": ["aws.ecr"], "detail-type": ["ECR Image Action"],
+                           "detail": {"action-type": ["PUSH"], "result": ["SUCCESS"]}})
+    );
+    let function = &template["Resources"]["DeployOnPushFunction"]["Properties"];
+    assert_eq!(function["ReservedConcurrentExecutions"], 1, "pushes are applied one at a time");
+    // iam:PassRole, in every role, only ever to ECS tasks.
+    let mut pass_role = 0;
+    for (role, _) in resources_of(&template, "AWS::IAM::Role") {
+        for statement in statements_of(&template, role) {
+            if as_list(&statement["Action"]).iter().any(|a| a == "iam:PassRole") {
+                pass_role += 1;
+                assert_eq!(
+                    statement["Condition"]["StringEquals"]["iam:PassedToService"], "ecs-tasks.amazonaws.com",
+                    "{role}: PassRole without the ECS-tasks condition"
+                );
+            }
+        }
+    }
+    assert_eq!(pass_role, 1);
+    // The write calls deploy-on-push needs are there, and no others.
+    let actions: BTreeSet<String> = statements_of(&template, "DeployOnPushRole")
+        .iter()
+        .flat_map(|s| as_list(&s["Action"]))
+        .filter_map(|a| a.as_str().map(String::from))
+        .collect();
+    for needed in ["ecs:RegisterTaskDefinition", "ecs:UpdateService", "ecs:TagResource", "ecr:BatchGetImage"] {
+        assert!(actions.contains(needed), "{needed} missing");
+    }
+    assert!(!actions
+        .iter()
+        .any(|a| a.starts_with("ecr:") && !a.starts_with("ecr:Describe") && a != "ecr:BatchGetImage"));
 }

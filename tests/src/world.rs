@@ -6,10 +6,12 @@
 use std::collections::HashMap;
 
 use aws_sdk_cloudwatchlogs::Client as LogsClient;
+use aws_sdk_ecr::Client as EcrClient;
 use aws_sdk_ecs::types::{
     ContainerDefinition, CpuArchitecture, LogConfiguration, LogDriver, OsFamily, RuntimePlatform, Tag,
 };
 use aws_sdk_ecs::Client as EcsClient;
+use sha2::{Digest, Sha256};
 
 use crate::{moto, ACCOUNT, REGION};
 
@@ -24,6 +26,19 @@ pub fn tutorial_groups() -> Vec<&'static str> {
 pub struct World {
     pub ecs: EcsClient,
     pub logs: LogsClient,
+    pub ecr: EcrClient,
+}
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// A pushed manifest: its digest (sha256 of its bytes, as ECR computes it),
+/// size and platform.
+#[derive(Clone, Debug)]
+pub struct Pushed {
+    pub digest: String,
+    pub size: usize,
+    pub architecture: String,
 }
 
 /// A log group as the test sees it.
@@ -41,7 +56,7 @@ pub fn image(repository: &str, tag: &str) -> String {
 impl World {
     pub async fn new() -> World {
         let sdk = moto().sdk_config().await;
-        World { ecs: EcsClient::new(&sdk), logs: LogsClient::new(&sdk) }
+        World { ecs: EcsClient::new(&sdk), logs: LogsClient::new(&sdk), ecr: EcrClient::new(&sdk) }
     }
 
     /// The cluster, the three services and their task definitions.
@@ -129,6 +144,99 @@ impl World {
             .send()
             .await
             .expect("create_service");
+    }
+
+    pub async fn service_tagged(&self, cluster: &str, name: &str, task_definition: &str, tags: &[(&str, &str)]) {
+        self.ecs
+            .create_service()
+            .cluster(cluster)
+            .service_name(name)
+            .task_definition(task_definition)
+            .desired_count(1)
+            .set_tags(Some(tags.iter().map(|(k, v)| Tag::builder().key(*k).value(*v).build()).collect()))
+            .send()
+            .await
+            .expect("create_service");
+    }
+
+    /// The task definition a service runs now, as moto stores it.
+    pub async fn service_task_definition(&self, cluster: &str, service: &str) -> String {
+        let out = self.ecs.describe_services().cluster(cluster).services(service).send().await.expect("describe");
+        out.services()[0].task_definition().expect("task definition").to_string()
+    }
+
+    pub async fn describe_task_definition(&self, td: &str) -> (aws_sdk_ecs::types::TaskDefinition, Vec<Tag>) {
+        let out = self
+            .ecs
+            .describe_task_definition()
+            .task_definition(td)
+            .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
+            .send()
+            .await
+            .expect("describe_task_definition");
+        (out.task_definition.expect("task definition"), out.tags.unwrap_or_default())
+    }
+
+    /// Every revision ARN of a family.
+    pub async fn revisions(&self, family: &str) -> Vec<String> {
+        let out = self.ecs.list_task_definitions().family_prefix(family).send().await.expect("list");
+        out.task_definition_arns().iter().filter(|a| a.contains(&format!("/{family}:"))).cloned().collect()
+    }
+
+    pub async fn repository(&self, name: &str) {
+        self.ecr.create_repository().repository_name(name).send().await.expect("create_repository");
+    }
+
+    async fn put(&self, repository: &str, manifest: &str, media_type: &str, tag: Option<&str>) -> String {
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(manifest.as_bytes())));
+        self.ecr
+            .put_image()
+            .repository_name(repository)
+            .image_manifest(manifest)
+            .image_manifest_media_type(media_type)
+            .image_digest(&digest)
+            .set_image_tag(tag.map(String::from))
+            .send()
+            .await
+            .expect("put_image");
+        digest
+    }
+
+    /// Pushes a single-platform image with a layer of its own, tagged `tags`.
+    pub async fn push_image(&self, repository: &str, tags: &[&str], architecture: &str, seed: &str) -> Pushed {
+        let layer = format!("sha256:{}", hex::encode(Sha256::digest(format!("{repository}/{seed}").as_bytes())));
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 1469,
+                       "digest": format!("sha256:{}", hex::encode(Sha256::digest(format!("config/{seed}/{architecture}").as_bytes())))},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "size": 3_208_942, "digest": layer}],
+        })
+        .to_string();
+        let mut digest = String::new();
+        for (i, tag) in tags.iter().enumerate() {
+            let pushed = self.put(repository, &manifest, OCI_MANIFEST, Some(tag)).await;
+            if i == 0 {
+                digest = pushed;
+            }
+        }
+        if tags.is_empty() {
+            digest = self.put(repository, &manifest, OCI_MANIFEST, None).await;
+        }
+        Pushed { digest, size: manifest.len(), architecture: architecture.into() }
+    }
+
+    /// Pushes an image index over `children`, as buildx does, tagged `tag`.
+    pub async fn push_index(&self, repository: &str, tag: &str, children: &[Pushed]) -> String {
+        let manifests: Vec<serde_json::Value> = children
+            .iter()
+            .map(|c| {
+                serde_json::json!({"mediaType": OCI_MANIFEST, "digest": c.digest, "size": c.size,
+                                         "platform": {"architecture": c.architecture, "os": "linux"}})
+            })
+            .collect();
+        let index = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}).to_string();
+        self.put(repository, &index, OCI_INDEX, Some(tag)).await
     }
 
     pub async fn create_log_group(&self, name: &str, retention_days: Option<i32>, tags: &[(&str, &str)]) {
