@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p target/bench
 echo "[bench] native release build (for representative cold start and RSS)" >&2
-cargo build --release --bin log-groups 2>&1 | tail -1 >&2
+cargo build --release --bin log-groups --bin deploy-on-push 2>&1 | tail -1 >&2
 
 bootstrap=target/lambda/log-groups/bootstrap
 zipped=$(python3 - "$bootstrap" <<'PY'
@@ -26,4 +26,8 @@ PY
   echo -n "arm64 bootstrap under qemu-aarch64 (emulated, slower than real Graviton): "
   ./target/debug/bench coldstart 10 /usr/bin/qemu-aarch64-static -L /usr/aarch64-linux-gnu "$bootstrap"
   AUTOPILOT_FUNCTION_DIR=target/release ./target/debug/bench sweep 3 40
+  echo "arm64 bootstrap (deploy-on-push): $(stat -c %s target/lambda/deploy-on-push/bootstrap) bytes"
+  echo -n "deploy-on-push native x86_64 release: "
+  ./target/debug/bench coldstart 30 target/release/deploy-on-push
+  AUTOPILOT_FUNCTION_DIR=target/release ./target/debug/bench push 3 40
 } | tee target/bench/results.txt

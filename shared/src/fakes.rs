@@ -131,6 +131,8 @@ pub struct FakeEcs {
     pub task_definitions: Vec<TaskDefinition>,
     pub updates: Mutex<Vec<(String, String, String)>>,
     pub registered: Mutex<Vec<TaskDefinition>>,
+    /// How many of the next UpdateService calls fail (throttled).
+    pub failing_updates: Mutex<usize>,
 }
 
 fn not_found(operation: &'static str, code: &str, what: &str) -> AwsError {
@@ -167,7 +169,19 @@ impl EcsRead for FakeEcs {
 
     async fn describe_services(&self, cluster: &str, services: &[String]) -> Result<Vec<Service>, AwsError> {
         let all = self.services_in("DescribeServices", cluster)?;
-        Ok(all.iter().filter(|s| services.iter().any(|want| *want == s.arn || *want == s.name)).cloned().collect())
+        let updates = lock(&self.updates).clone();
+        Ok(all
+            .iter()
+            .filter(|s| services.iter().any(|want| *want == s.arn || *want == s.name))
+            .cloned()
+            .map(|mut s| {
+                // What UpdateService did, as ECS would show it.
+                if let Some((_, _, td)) = updates.iter().rev().find(|(_, name, _)| *name == s.name) {
+                    s.task_definition = td.clone();
+                }
+                s
+            })
+            .collect())
     }
 
     async fn describe_task_definition(&self, task_definition: &str) -> Result<TaskDefinition, AwsError> {
@@ -207,6 +221,17 @@ impl EcsWrite for FakeEcs {
     }
 
     async fn update_service(&self, cluster: &str, service: &str, task_definition_arn: &str) -> Result<(), AwsError> {
+        let mut failing = lock(&self.failing_updates);
+        if *failing > 0 {
+            *failing -= 1;
+            return Err(AwsError {
+                operation: "UpdateService",
+                code: Some("ThrottlingException".into()),
+                message: "Rate exceeded".into(),
+                retryable: true,
+                source: None,
+            });
+        }
         lock(&self.updates).push((cluster.into(), service.into(), task_definition_arn.into()));
         Ok(())
     }

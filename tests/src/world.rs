@@ -90,15 +90,24 @@ impl World {
         containers: &[(&str, &str)],
         log_region: &str,
     ) -> String {
+        self.register(family, family, containers, log_region).await
+    }
+
+    /// Like [`World::task_definition`], with the app containers running `repository:latest`.
+    pub async fn task_definition_of(&self, family: &str, repository: &str, containers: &[(&str, &str)]) -> String {
+        self.register(family, repository, containers, REGION).await
+    }
+
+    async fn register(&self, family: &str, repository: &str, containers: &[(&str, &str)], log_region: &str) -> String {
         let definitions = containers.iter().map(|(name, group)| {
             let mut c = ContainerDefinition::builder()
                 .name(*name)
                 .image(if *name == "envoy" {
                     "public.ecr.aws/appmesh/aws-appmesh-envoy:v1.29.12.1-prod".to_string()
                 } else {
-                    image(family, "latest")
+                    image(repository, "latest")
                 })
-                .essential(*name == family);
+                .essential(*name != "envoy");
             if !group.is_empty() {
                 c = c.log_configuration(
                     LogConfiguration::builder()

@@ -374,3 +374,117 @@ fn finish(report: Report) -> Result<Report, Error> {
         retryable: failed.iter().any(|s| s.retryable),
     })
 }
+
+/// Handler tests over the in-memory fakes: orchestration the emulator cannot
+/// show (a failing UpdateService, a failing log group), with no emulator.
+/// The end-to-end tests in `tests/deploy_on_push.rs` run the binary on moto.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use autopilot::fakes::{FakeEcr, FakeEcs, FakeLogs};
+    use autopilot::model::{Container, Image, LogConfiguration};
+    use serde_json::json;
+
+    const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    const NEW: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    fn users_td() -> TaskDefinition {
+        TaskDefinition {
+            arn: "arn:aws:ecs:us-east-1:123456789012:task-definition/users:1".into(),
+            family: "users".into(),
+            revision: 1,
+            containers: vec![Container {
+                name: "users".into(),
+                image: format!("{HOST}/users:latest"),
+                log: Some(LogConfiguration {
+                    driver: "awslogs".into(),
+                    options: [("awslogs-group".to_string(), "/ecs/users".to_string())].into(),
+                }),
+            }],
+            cpu_architecture: Some("ARM64".into()),
+            tags: Default::default(),
+        }
+    }
+
+    fn deps(ecs: FakeEcs, logs: FakeLogs) -> Deps {
+        let image = Image {
+            digest: NEW.into(),
+            tags: vec!["latest".into(), "v2".into()],
+            pushed_at: 100,
+            size_bytes: Some(1),
+            manifest_media_type: None,
+        };
+        let mut ecs = ecs;
+        ecs.task_definitions = vec![users_td()];
+        ecs.clusters.insert(
+            "arn:aws:ecs:us-east-1:123456789012:cluster/prod".into(),
+            vec![Service {
+                arn: "arn:aws:ecs:us-east-1:123456789012:service/prod/users".into(),
+                name: "users".into(),
+                cluster_arn: "arn:aws:ecs:us-east-1:123456789012:cluster/prod".into(),
+                task_definition: users_td().arn,
+                tags: [("autopilot:deploy".to_string(), "on".to_string()), ("autopilot:track".into(), "glob:*".into())]
+                    .into(),
+                circuit_breaker_rollback: true,
+            }],
+        );
+        Deps {
+            config: Config::from_lookup(|_| None).expect("defaults"),
+            region: "us-east-1".into(),
+            ecs: Box::new(ecs),
+            ecr: Box::new(FakeEcr { images: [(NEW.to_string(), image)].into(), platforms: Default::default() }),
+            logs: Box::new(logs),
+            api_calls: ApiCalls::default(),
+        }
+    }
+
+    fn push(tag: &str, id: &str) -> Value {
+        json!({"version": "0", "id": id, "detail-type": "ECR Image Action", "source": "aws.ecr",
+               "account": "123456789012", "region": "us-east-1", "time": "2026-11-20T10:00:00Z", "resources": [],
+               "detail": {"result": "SUCCESS", "repository-name": "users", "image-digest": NEW,
+                          "action-type": "PUSH", "image-tag": tag}})
+    }
+
+    #[tokio::test]
+    async fn two_tags_of_one_digest_make_one_rollout() {
+        let d = deps(FakeEcs::default(), FakeLogs::default());
+        let first = handle(&d, push("latest", "e1")).await.expect("first tag");
+        assert_eq!(first.services[0].status, Status::Updated);
+        let second = handle(&d, push("v2", "e2")).await.expect("second tag");
+        assert_eq!(second.services[0].status, Status::Skipped);
+        assert!(second.services[0].reason.as_deref().unwrap_or("").starts_with("already running"));
+    }
+
+    #[tokio::test]
+    async fn a_failed_update_is_retryable_and_its_replay_reuses_the_revision() {
+        let ecs = FakeEcs { failing_updates: std::sync::Mutex::new(1), ..FakeEcs::default() };
+        let d = deps(ecs, FakeLogs::default());
+        let error = handle(&d, push("latest", "e1")).await.expect_err("UpdateService throttled");
+        assert!(error.is_retryable(), "{error}");
+        // Lambda retries the same event: no second revision, the service moves.
+        let report = handle(&d, push("latest", "e1")).await.expect("retry succeeds");
+        assert_eq!(report.services[0].status, Status::Updated);
+        assert_eq!(
+            report.services[0].new_task_definition.as_deref(),
+            Some("arn:aws:ecs:us-east-1:123456789012:task-definition/users:2")
+        );
+        let again = handle(&d, push("latest", "e1")).await.expect("third delivery");
+        assert_eq!(again.services[0].status, Status::Skipped);
+    }
+
+    #[tokio::test]
+    async fn a_log_group_that_cannot_be_made_stops_the_rollout_before_any_write() {
+        let logs = FakeLogs::default();
+        logs.fail_on("/ecs/users");
+        let d = deps(FakeEcs::default(), logs);
+        let error = handle(&d, push("latest", "e1")).await.expect_err("log group denied");
+        assert!(error.to_string().contains("log group /ecs/users"), "{error}");
+        let again = deps(FakeEcs::default(), FakeLogs::default());
+        // nothing was registered or updated in the failing run
+        let report = handle(&again, push("latest", "e1")).await.expect("ok");
+        assert_eq!(
+            report.services[0].new_task_definition.as_deref(),
+            Some("arn:aws:ecs:us-east-1:123456789012:task-definition/users:2")
+        );
+    }
+}

@@ -7,6 +7,10 @@
 //! - `bench sweep CLUSTERS SERVICES_PER_CLUSTER`: a log-groups sweep over a
 //!   generated world on moto; prints API calls against the design's bound,
 //!   wall time and the function's peak RSS.
+//! - `bench push CLUSTERS SERVICES_PER_CLUSTER`: deploy-on-push of one push to
+//!   every opted-in service of a generated world (half the services opted in);
+//!   prints API calls against the bound, wall time and peak RSS, for a dry run
+//!   (discovery only) and for the real rollout.
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -21,8 +25,12 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("coldstart") if args.len() >= 3 => coldstart(&args[1], &args[2], &args[3..]),
         Some("sweep") if args.len() == 3 => sweep(&args[1], &args[2]),
+        Some("push") if args.len() == 3 => push(&args[1], &args[2]),
         _ => {
-            eprintln!("usage: bench coldstart RUNS PROGRAM [ARGS...] | bench sweep CLUSTERS SERVICES_PER_CLUSTER");
+            eprintln!(
+                "usage: bench coldstart RUNS PROGRAM [ARGS...] | bench sweep CLUSTERS SERVICES_PER_CLUSTER | \
+                 bench push CLUSTERS SERVICES_PER_CLUSTER"
+            );
             std::process::exit(2);
         }
     }
@@ -120,5 +128,54 @@ fn sweep(clusters: &str, per_cluster: &str) {
         );
         println!("calls per operation: {calls}");
         std::thread::sleep(Duration::from_millis(10));
+    });
+}
+
+fn push(clusters: &str, per_cluster: &str) {
+    let (clusters, per_cluster) = (number(clusters), number(per_cluster));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        moto().reset();
+        let world = World::new().await;
+        world.repository("users").await;
+        world.push_image("users", &["latest"], "arm64", "base").await;
+        let mut opted_in = 0;
+        for c in 0..clusters {
+            let cluster = format!("cluster-{c}");
+            world.cluster(&cluster).await;
+            for s in 0..per_cluster {
+                let family = format!("users-{c}-{s}");
+                let group = format!("/ecs/{family}");
+                world.task_definition_of(&family, "users", &[(&family, &group)]).await;
+                let tags: &[(&str, &str)] = if s % 2 == 0 { &[("autopilot:deploy", "on")] } else { &[] };
+                opted_in += usize::from(s % 2 == 0);
+                world.service_tagged(&cluster, &family, &format!("{family}:1"), tags).await;
+            }
+        }
+        let services = clusters * per_cluster;
+        let pushed = world.push_image("users", &["latest"], "arm64", "new").await;
+        let mut event = event("deploy-on-push-push.json");
+        event["detail"]["image-digest"] = serde_json::json!(pushed.digest);
+        // Discovery: ListClusters, ListServices per cluster, ceil(S/10) DescribeServices
+        // per cluster, one DescribeTaskDefinition per opted-in revision; then
+        // DescribeImages and BatchGetImage for the pushed digest.
+        let discovery_bound = 1 + clusters + clusters * per_cluster.div_ceil(10) + opted_in + 2;
+        for (label, env) in [("dry run", vec![("DRY_RUN", "true")]), ("rollout", vec![])] {
+            let lambda = Lambda::start("deploy-on-push", &env);
+            let started = Instant::now();
+            let report = lambda.invoke(&event).expect("push handled");
+            let wall = started.elapsed();
+            let calls = &report["apiCalls"];
+            let total: u64 = calls.as_object().map(|m| m.values().filter_map(|v| v.as_u64()).sum()).unwrap_or(0);
+            // Per rollout: DescribeLogGroups (+ Create + PutRetention the first
+            // time), the replay-safety DescribeTaskDefinition, Register, Update.
+            let bound = if label == "dry run" { discovery_bound } else { discovery_bound + opted_in * 6 };
+            println!(
+                "push, {label}: {services} services in {clusters} clusters, {opted_in} opted in: {total} API calls (bound {bound}), {:.0} ms wall, function peak RSS {} KiB",
+                wall.as_secs_f64() * 1000.0,
+                lambda.peak_rss_kib().map_or("?".into(), |k| k.to_string())
+            );
+            println!("calls per operation: {calls}");
+        }
     });
 }

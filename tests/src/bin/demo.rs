@@ -47,4 +47,42 @@ async fn main() {
 
     let again = lambda.invoke(&event("log-groups-schedule.json")).unwrap_or_else(|e| json!(e.error_message));
     println!("\n== a second sweep changes nothing: alreadyCompliant = {}", again["alreadyCompliant"]);
+
+    deploy_on_push(&world).await;
+}
+
+/// The CI job only pushes; deploy-on-push does the `ecs update-service`.
+async fn deploy_on_push(world: &World) {
+    println!("\n\n##### deploy-on-push");
+    for repository in SERVICES {
+        world.repository(repository).await;
+        world.push_image(repository, &["latest"], "arm64", "v1").await;
+    }
+    // users and threads opt in; posts stays manual.
+    for service in ["users", "threads"] {
+        let arn = format!("arn:aws:ecs:us-east-1:123456789012:service/{CLUSTER}/{service}");
+        let tag = aws_sdk_ecs::types::Tag::builder().key("autopilot:deploy").value("on").build();
+        world.ecs.tag_resource().resource_arn(arn).tags(tag).send().await.expect("tag the service");
+    }
+    println!("services users and threads are tagged autopilot:deploy=on; posts is not");
+    let before = world.service_task_definition(CLUSTER, "users").await;
+    println!("users runs {before}");
+
+    let lambda = Lambda::start("deploy-on-push", &[]);
+    let pushed = world.push_image("users", &["latest"], "arm64", "v2").await;
+    println!("CI pushed a new users:latest, digest {}", pushed.digest);
+    let mut push = event("deploy-on-push-push.json");
+    push["detail"]["image-digest"] = json!(pushed.digest);
+
+    let preview = lambda.invoke(&json!({"repository": "users", "tag": "latest", "dryRun": true}));
+    show("deploy-on-push, manual preview (dry run)", &preview.unwrap_or_else(|e| json!(e.error_message)));
+    let report = lambda.invoke(&push);
+    show("deploy-on-push, the ECR push event", &report.unwrap_or_else(|e| json!(e.error_message)));
+
+    let after = world.service_task_definition(CLUSTER, "users").await;
+    let (td, _) = world.describe_task_definition(&after).await;
+    println!("\nusers now runs {after}");
+    println!("with image {}", td.container_definitions()[0].image().unwrap_or_default());
+    let replay = lambda.invoke(&push).unwrap_or_else(|e| json!(e.error_message));
+    println!("the same event again: {}", replay["services"][0]["reason"]);
 }
