@@ -341,3 +341,21 @@ async fn malformed_and_ignored_events_make_no_writes() {
     assert_eq!(world.revisions("users").await.len(), 2);
     assert!(world.service_task_definition("microservices", "users").await.ends_with("users:2"));
 }
+
+/// The deployable artefact: the arm64 release bootstrap under qemu-aarch64
+/// rolls a push out. `make test` builds it and sets AUTOPILOT_ARM64_BOOTSTRAP_DIR.
+#[tokio::test]
+async fn arm64_release_bootstrap_rolls_a_push_out_under_qemu() {
+    let Some(dir) = std::env::var_os("AUTOPILOT_ARM64_BOOTSTRAP_DIR") else {
+        eprintln!("skipped: AUTOPILOT_ARM64_BOOTSTRAP_DIR is not set (make test sets it)");
+        return;
+    };
+    let bootstrap = std::path::PathBuf::from(dir).join("deploy-on-push/bootstrap");
+    assert!(bootstrap.exists(), "{} is missing: run `make arm64`", bootstrap.display());
+    let _serial = serial();
+    let world = world().await;
+    let lambda = Lambda::start_arm64(&bootstrap, "deploy-on-push", &[]);
+    let b = world.push_image("users", &["latest"], "arm64", "qemu").await;
+    let report = lambda.invoke(&push_event(&b.digest, "latest", "evt-qemu")).expect("push under qemu");
+    assert_eq!(status(&report, "users"), "updated", "{report:#}");
+}

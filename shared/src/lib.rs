@@ -14,9 +14,11 @@ pub mod discover;
 pub mod ensure;
 pub mod error;
 pub mod image_ref;
+pub mod lifecycle;
 pub mod log_groups;
 pub mod model;
 pub mod ports;
+pub mod prune;
 pub mod telemetry;
 pub mod track;
 
