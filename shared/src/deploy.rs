@@ -267,6 +267,7 @@ mod tests {
             task_definition: "arn:aws:ecs:us-east-1:123456789012:task-definition/users:1".into(),
             tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             circuit_breaker_rollback: true,
+            deployments: vec![],
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::model::{Image, LogGroup, Platform, Service, Tags, TaskDefinition};
+use crate::model::{Image, LogGroup, Platform, RunningTask, Service, Tags, TaskDefinition};
 use crate::ports::{Created, EcrRead, EcsRead, EcsWrite, LogGroupStore};
 use crate::AwsError;
 
@@ -133,6 +133,8 @@ pub struct FakeEcs {
     pub registered: Mutex<Vec<TaskDefinition>>,
     /// How many of the next UpdateService calls fail (throttled).
     pub failing_updates: Mutex<usize>,
+    /// `(cluster, task)` pairs of running tasks.
+    pub tasks: Vec<(String, RunningTask)>,
 }
 
 fn not_found(operation: &'static str, code: &str, what: &str) -> AwsError {
@@ -181,6 +183,16 @@ impl EcsRead for FakeEcs {
                 }
                 s
             })
+            .collect())
+    }
+
+    async fn running_tasks(&self, cluster: &str) -> Result<Vec<RunningTask>, AwsError> {
+        self.services_in("ListTasks", cluster)?;
+        Ok(self
+            .tasks
+            .iter()
+            .filter(|(c, _)| crate::model::cluster_name(c) == crate::model::cluster_name(cluster))
+            .map(|(_, t)| t.clone())
             .collect())
     }
 

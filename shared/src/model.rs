@@ -52,6 +52,17 @@ pub struct Service {
     pub tags: Tags,
     /// The deployment circuit breaker is on and rolls back a failed deployment.
     pub circuit_breaker_rollback: bool,
+    /// Task definitions of the PRIMARY and ACTIVE deployments: what its tasks
+    /// may be running now, which can differ from `task_definition` mid-rollout.
+    pub deployments: Vec<String>,
+}
+
+/// A running task: its task definition and the digests its containers run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunningTask {
+    pub arn: String,
+    pub task_definition: String,
+    pub digests: Vec<String>,
 }
 
 impl Service {

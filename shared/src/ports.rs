@@ -6,7 +6,8 @@ use async_trait::async_trait;
 
 use std::collections::BTreeMap;
 
-use crate::model::{Image, LogGroup, Platform, Service, Tags, TaskDefinition};
+use crate::model::{Image, LogGroup, Platform, RunningTask, Service, Tags, TaskDefinition};
+use crate::prune::RepoImage;
 use crate::AwsError;
 
 /// Read-only ECS: the clusters, services and task definitions in use.
@@ -21,6 +22,9 @@ pub trait EcsRead: Send + Sync {
     /// The named services with their tags. Services that do not exist are left
     /// out rather than failing the call.
     async fn describe_services(&self, cluster: &str, services: &[String]) -> Result<Vec<Service>, AwsError>;
+
+    /// The tasks running in `cluster`, with the digests their containers run.
+    async fn running_tasks(&self, cluster: &str) -> Result<Vec<RunningTask>, AwsError>;
 
     /// One task definition, by ARN or `family[:revision]`.
     async fn describe_task_definition(&self, task_definition: &str) -> Result<TaskDefinition, AwsError>;
@@ -77,4 +81,41 @@ pub trait EcrRead: Send + Sync {
     /// The platforms an image index offers (attestations left out), or `None`
     /// when the digest is a single-platform manifest.
     async fn index_platforms(&self, repository: &str, digest: &str) -> Result<Option<Vec<Platform>>, AwsError>;
+}
+
+/// An ECR repository with its tags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Repository {
+    pub name: String,
+    pub arn: String,
+    pub registry_id: String,
+    pub tags: Tags,
+}
+
+/// What BatchDeleteImage said, per digest.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Deleted {
+    pub deleted: Vec<String>,
+    /// `(digest, failure code, reason)`.
+    pub failures: Vec<(String, String, String)>,
+}
+
+/// ECR as prune-images needs it.
+#[async_trait]
+pub trait Registry: Send + Sync {
+    /// The named repositories (every repository when `names` is empty), with tags.
+    async fn repositories(&self, names: &[String]) -> Result<Vec<Repository>, AwsError>;
+
+    /// Every image row of a repository (DescribeImages, 1,000 a page).
+    async fn images(&self, repository: &str) -> Result<Vec<RepoImage>, AwsError>;
+
+    /// The digests each index references (platform manifests and attestations).
+    async fn index_children(
+        &self,
+        repository: &str,
+        indexes: &[String],
+    ) -> Result<BTreeMap<String, Vec<String>>, AwsError>;
+
+    /// BatchDeleteImage by digest, at most 100 a call.
+    async fn delete(&self, repository: &str, digests: &[String]) -> Result<Deleted, AwsError>;
 }

@@ -426,6 +426,7 @@ mod tests {
                 tags: [("autopilot:deploy".to_string(), "on".to_string()), ("autopilot:track".into(), "glob:*".into())]
                     .into(),
                 circuit_breaker_rollback: true,
+                deployments: vec![],
             }],
         );
         Deps {

@@ -304,6 +304,7 @@ mod tests {
             task_definition: format!("arn:aws:ecs:us-east-1:{ACCOUNT}:task-definition/{name}:1"),
             tags: Default::default(),
             circuit_breaker_rollback: false,
+            deployments: vec![],
         }
     }
 

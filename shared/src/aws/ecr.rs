@@ -7,9 +7,17 @@ use aws_sdk_ecr::Client;
 use oci_spec::image::ImageIndex;
 
 use super::{classify, ApiCalls};
+use std::collections::BTreeMap;
+
 use crate::model::{Image, Platform};
-use crate::ports::EcrRead;
+use crate::ports::{Deleted, EcrRead, Registry, Repository};
+use crate::prune::RepoImage;
 use crate::AwsError;
+
+/// DescribeImages page size, the API's maximum.
+pub const DESCRIBE_IMAGES_PAGE: i32 = 1000;
+/// BatchGetImage and BatchDeleteImage take at most this many image ids.
+pub const BATCH_IMAGES: usize = 100;
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -67,6 +75,128 @@ impl EcrRead for EcrAdapter {
         let manifest = image.image_manifest().unwrap_or_default();
         platforms_of(image.image_manifest_media_type(), manifest)
             .map_err(|problem| AwsError::unexpected("BatchGetImage", format!("{repository}@{digest}: {problem}")))
+    }
+}
+
+#[async_trait]
+impl Registry for EcrAdapter {
+    async fn repositories(&self, names: &[String]) -> Result<Vec<Repository>, AwsError> {
+        let found: Vec<aws_sdk_ecr::types::Repository> = self
+            .client
+            .describe_repositories()
+            .set_repository_names((!names.is_empty()).then(|| names.to_vec()))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| classify("DescribeRepositories", e))?;
+        let mut repositories = Vec::with_capacity(found.len());
+        for r in found {
+            let (Some(name), Some(arn)) = (r.repository_name(), r.repository_arn()) else { continue };
+            let tags = self
+                .client
+                .list_tags_for_resource()
+                .resource_arn(arn)
+                .send()
+                .await
+                .map_err(|e| classify("ListTagsForResource", e))?
+                .tags()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect();
+            repositories.push(Repository {
+                name: name.to_string(),
+                arn: arn.to_string(),
+                registry_id: r.registry_id().unwrap_or_default().to_string(),
+                tags,
+            });
+        }
+        Ok(repositories)
+    }
+
+    async fn images(&self, repository: &str) -> Result<Vec<RepoImage>, AwsError> {
+        let details: Vec<aws_sdk_ecr::types::ImageDetail> = self
+            .client
+            .describe_images()
+            .repository_name(repository)
+            .max_results(DESCRIBE_IMAGES_PAGE)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| classify("DescribeImages", e))?;
+        Ok(details
+            .iter()
+            .filter_map(|d| {
+                Some(RepoImage {
+                    digest: d.image_digest()?.to_string(),
+                    tags: d.image_tags().to_vec(),
+                    pushed_at: d.image_pushed_at().map_or(0, |t| t.secs()),
+                    last_pulled_at: d.last_recorded_pull_time().map(|t| t.secs()),
+                    size_bytes: d.image_size_in_bytes(),
+                    media_type: d.image_manifest_media_type().map(String::from),
+                })
+            })
+            .collect())
+    }
+
+    async fn index_children(
+        &self,
+        repository: &str,
+        indexes: &[String],
+    ) -> Result<BTreeMap<String, Vec<String>>, AwsError> {
+        let mut children = BTreeMap::new();
+        for batch in indexes.chunks(BATCH_IMAGES) {
+            let output = self
+                .client
+                .batch_get_image()
+                .repository_name(repository)
+                .set_image_ids(Some(batch.iter().map(|d| ImageIdentifier::builder().image_digest(d).build()).collect()))
+                .set_accepted_media_types(Some([OCI_INDEX, DOCKER_MANIFEST_LIST].map(String::from).to_vec()))
+                .send()
+                .await
+                .map_err(|e| classify("BatchGetImage", e))?;
+            for image in output.images() {
+                let Some(digest) = image.image_id().and_then(|i| i.image_digest()) else { continue };
+                let index: ImageIndex =
+                    serde_json::from_str(image.image_manifest().unwrap_or_default()).map_err(|e| {
+                        AwsError::unexpected(
+                            "BatchGetImage",
+                            format!("{repository}@{digest}: invalid image index: {e}"),
+                        )
+                    })?;
+                let kids = index.manifests().iter().map(|m| m.digest().to_string()).collect();
+                children.insert(digest.to_string(), kids);
+            }
+        }
+        Ok(children)
+    }
+
+    async fn delete(&self, repository: &str, digests: &[String]) -> Result<Deleted, AwsError> {
+        let mut result = Deleted::default();
+        for batch in digests.chunks(BATCH_IMAGES) {
+            let output = self
+                .client
+                .batch_delete_image()
+                .repository_name(repository)
+                .set_image_ids(Some(batch.iter().map(|d| ImageIdentifier::builder().image_digest(d).build()).collect()))
+                .send()
+                .await
+                .map_err(|e| classify("BatchDeleteImage", e))?;
+            let mut failed = std::collections::BTreeSet::new();
+            for f in output.failures() {
+                let Some(digest) = f.image_id().and_then(|i| i.image_digest()) else { continue };
+                failed.insert(digest.to_string());
+                let code = f.failure_code().map(|c| c.as_str().to_string()).unwrap_or_default();
+                result.failures.push((digest.to_string(), code, f.failure_reason().unwrap_or_default().to_string()));
+            }
+            // What was asked and not reported failed is gone (real ECR lists it
+            // in imageIds; moto leaves imageIds empty for untagged images).
+            result.deleted.extend(batch.iter().filter(|d| !failed.contains(*d)).cloned());
+        }
+        Ok(result)
     }
 }
 

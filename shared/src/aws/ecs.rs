@@ -10,7 +10,7 @@ use aws_sdk_ecs::types::{ServiceField, Tag, TaskDefinitionField};
 use aws_sdk_ecs::Client;
 
 use super::{classify, ApiCalls};
-use crate::model::{Container, LogConfiguration, Service, Tags, TaskDefinition};
+use crate::model::{Container, LogConfiguration, RunningTask, Service, Tags, TaskDefinition};
 use crate::ports::{EcsRead, EcsWrite};
 use crate::AwsError;
 
@@ -21,6 +21,8 @@ type FullTaskDefinition = (aws_sdk_ecs::types::TaskDefinition, Vec<Tag>);
 
 /// DescribeServices takes at most this many services per call.
 pub const DESCRIBE_SERVICES_BATCH: usize = 10;
+/// DescribeTasks takes at most this many tasks per call.
+pub const DESCRIBE_TASKS_BATCH: usize = 100;
 
 pub struct EcsAdapter {
     client: Client,
@@ -78,6 +80,37 @@ impl EcsRead for EcsAdapter {
             described.extend(output.services().iter().filter_map(to_service));
         }
         Ok(described)
+    }
+
+    async fn running_tasks(&self, cluster: &str) -> Result<Vec<RunningTask>, AwsError> {
+        let arns: Vec<String> = self
+            .client
+            .list_tasks()
+            .cluster(cluster)
+            .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| classify("ListTasks", e))?;
+        let mut tasks = Vec::with_capacity(arns.len());
+        for batch in arns.chunks(DESCRIBE_TASKS_BATCH) {
+            let output = self
+                .client
+                .describe_tasks()
+                .cluster(cluster)
+                .set_tasks(Some(batch.to_vec()))
+                .send()
+                .await
+                .map_err(|e| classify("DescribeTasks", e))?;
+            tasks.extend(output.tasks().iter().map(|t| RunningTask {
+                arn: t.task_arn().unwrap_or_default().to_string(),
+                task_definition: t.task_definition_arn().unwrap_or_default().to_string(),
+                digests: t.containers().iter().filter_map(|c| c.image_digest().map(String::from)).collect(),
+            }));
+        }
+        Ok(tasks)
     }
 
     async fn describe_task_definition(&self, task_definition: &str) -> Result<TaskDefinition, AwsError> {
@@ -205,6 +238,12 @@ fn to_service(s: &aws_sdk_ecs::types::Service) -> Option<Service> {
             .deployment_configuration()
             .and_then(|c| c.deployment_circuit_breaker())
             .is_some_and(|b| b.enable && b.rollback),
+        deployments: s
+            .deployments()
+            .iter()
+            .filter(|d| matches!(d.status(), Some("PRIMARY" | "ACTIVE")))
+            .filter_map(|d| d.task_definition().map(String::from))
+            .collect(),
     })
 }
 

@@ -1,0 +1,109 @@
+//! prune-images configuration, read and validated once at cold start.
+
+use autopilot::config::Vars;
+use autopilot::lifecycle::{Policy, DEFAULT_POLICY};
+use autopilot::Error;
+
+/// What a repository without an `autopilot:prune` tag gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    On,
+    Off,
+    DryRun,
+}
+
+impl Mode {
+    pub fn parse(value: &str) -> Option<Mode> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "on" => Some(Mode::On),
+            "off" => Some(Mode::Off),
+            "dry-run" => Some(Mode::DryRun),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::On => "on",
+            Mode::Off => "off",
+            Mode::DryRun => "dry-run",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `PRUNE_POLICY`: the lifecycle-policy JSON; default: untagged images
+    /// older than 1 day, and keep the newest 30.
+    pub policy: Policy,
+    /// `PRUNE_MAX_DELETE_PERCENT`: the safety brake, per repository.
+    pub max_delete_percent: u32,
+    /// `PRUNE_DEFAULT_MODE`: for repositories without an `autopilot:prune` tag.
+    pub default_mode: Mode,
+    /// `DRY_RUN`: plan everywhere, delete nothing.
+    pub dry_run: bool,
+    /// `METRICS_NAMESPACE`.
+    pub metrics_namespace: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_vars(&Vars::from_env())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        Self::from_vars(&Vars::new(lookup))
+    }
+
+    fn from_vars<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<Self, Error> {
+        let raw_policy = vars.get("PRUNE_POLICY").unwrap_or_else(|| DEFAULT_POLICY.to_string());
+        let policy = Policy::parse(&raw_policy).map_err(|problem| Error::Config {
+            variable: "PRUNE_POLICY",
+            value: raw_policy.chars().take(200).collect(),
+            problem,
+        })?;
+        let mode_text = vars.get("PRUNE_DEFAULT_MODE").unwrap_or_else(|| "on".into());
+        let default_mode = Mode::parse(&mode_text).ok_or_else(|| Error::Config {
+            variable: "PRUNE_DEFAULT_MODE",
+            value: mode_text.clone(),
+            problem: "allowed: on, off, dry-run".into(),
+        })?;
+        Ok(Config {
+            policy,
+            max_delete_percent: vars.in_range("PRUNE_MAX_DELETE_PERCENT", 80, 1, 100)? as u32,
+            default_mode,
+            dry_run: vars.bool("DRY_RUN", false)?,
+            metrics_namespace: vars.get("METRICS_NAMESPACE").unwrap_or_else(|| "ECRAutopilot".into()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, Error> {
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(move |k| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&[]).expect("defaults");
+        assert_eq!(c.policy.rules.len(), 2);
+        assert_eq!((c.max_delete_percent, c.default_mode, c.dry_run), (80, Mode::On, false));
+    }
+
+    #[test]
+    fn an_invalid_policy_fails_the_cold_start_naming_the_rule() {
+        let bad = r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"tagged","countType":"imageCountMoreThan","countNumber":1},"action":{"type":"expire"}}]}"#;
+        let err = config(&[("PRUNE_POLICY", bad)]).expect_err("invalid").to_string();
+        assert!(err.starts_with("invalid configuration: PRUNE_POLICY="), "{err}");
+        assert!(err.contains("rule 1 (rulePriority 1): a tagged rule needs tagPrefixList or tagPatternList"), "{err}");
+        assert!(config(&[("PRUNE_MAX_DELETE_PERCENT", "0")]).is_err());
+        assert!(config(&[("PRUNE_DEFAULT_MODE", "maybe")])
+            .unwrap_err()
+            .to_string()
+            .contains("allowed: on, off, dry-run"));
+    }
+}

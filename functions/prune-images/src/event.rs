@@ -1,0 +1,103 @@
+//! What invoked us: the daily schedule, or an operator's manual request
+//! `{"dryRun": true, "repositories": ["users"], "policy": {...}}`.
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use serde::Deserialize;
+use serde_json::Value;
+
+use autopilot::lifecycle::Policy;
+use autopilot::Error;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Request {
+    pub trigger: &'static str,
+    pub dry_run: Option<bool>,
+    pub repositories: Vec<String>,
+    /// A policy to preview instead of `PRUNE_POLICY`.
+    pub policy: Option<Policy>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Manual {
+    #[serde(default)]
+    dry_run: Option<bool>,
+    #[serde(default)]
+    repositories: Option<Vec<String>>,
+    #[serde(default)]
+    policy: Option<Value>,
+}
+
+impl Request {
+    pub fn parse(payload: Value) -> Result<Request, Error> {
+        let Value::Object(object) = &payload else {
+            return Err(Error::malformed("expected a JSON object (the schedule's event or a manual request)"));
+        };
+        if object.contains_key("detail-type") || object.contains_key("source") {
+            let event: EventBridgeEvent<Value> =
+                serde_json::from_value(payload).map_err(|e| Error::malformed(format!("EventBridge envelope: {e}")))?;
+            if (event.source.as_str(), event.detail_type.as_str()) != ("aws.events", "Scheduled Event") {
+                return Err(Error::UnexpectedEvent(format!(
+                    "source {:?} with detail-type {:?}; prune-images runs on its schedule or a manual request",
+                    event.source, event.detail_type
+                )));
+            }
+            return Ok(Request { trigger: "schedule", ..Request::default() });
+        }
+        let manual: Manual = serde_json::from_value(payload)
+            .map_err(|e| Error::malformed(format!("manual request: {e} (fields: dryRun, repositories, policy)")))?;
+        let repositories = manual.repositories.unwrap_or_default();
+        if repositories.iter().any(|r| r.trim().is_empty()) {
+            return Err(Error::malformed("manual request: repositories holds an empty name"));
+        }
+        let policy = match &manual.policy {
+            Some(doc) => Some(Policy::from_value(doc).map_err(|e| Error::malformed(format!("manual request: {e}")))?),
+            None => None,
+        };
+        Ok(Request { trigger: "manual", dry_run: manual.dry_run, repositories, policy })
+    }
+
+    /// A request is a dry run when it says so, and, when it brings its own
+    /// policy, unless it says `"dryRun": false`: a policy in a payload is for
+    /// previews.
+    pub fn is_dry_run(&self) -> bool {
+        match self.dry_run {
+            Some(d) => d,
+            None => self.policy.is_some(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn schedule_and_manual() {
+        let schedule = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+        assert_eq!(Request::parse(schedule).expect("ok").trigger, "schedule");
+        let manual = Request::parse(json!({"repositories": ["users"]})).expect("ok");
+        assert_eq!(manual.repositories, ["users"]);
+        assert!(!manual.is_dry_run());
+        let preview = Request::parse(json!({"policy": autopilot::lifecycle::DEFAULT_POLICY})).expect("ok");
+        assert!(preview.is_dry_run(), "a policy given as a string is a preview");
+    }
+
+    #[test]
+    fn bad_requests_name_the_problem() {
+        for (payload, expected) in [
+            (json!(1), "malformed event: expected a JSON object"),
+            (json!({"repository": "users"}), "malformed event: manual request: unknown field `repository`"),
+            (json!({"repositories": [""]}), "malformed event: manual request: repositories holds an empty name"),
+            (
+                json!({"policy": {"rules": [{"rulePriority": 1, "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "delete"}}]}}),
+                "malformed event: manual request: rule 1 (rulePriority 1): action type \"delete\"",
+            ),
+            (json!({"source": "aws.ecr", "detail-type": "ECR Image Action", "detail": {}}), "unexpected event"),
+        ] {
+            let err = Request::parse(payload.clone()).expect_err("rejected").to_string();
+            assert!(err.starts_with(expected), "{payload} → {err}");
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! prune-images: deletes what a lifecycle-style policy expires, and never an
+//! image that ECS uses or that a kept image index references.
+//!
+//! snapshot (what ECS uses, once; each repository's images and index
+//! children) → plan ([`autopilot::prune::plan`]) → apply (indexes first, 100
+//! digests a call) → report.
+
+pub mod config;
+pub mod event;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::Value;
+use tracing::{info, instrument, warn};
+
+use autopilot::aws::ApiCalls;
+use autopilot::discover;
+use autopilot::lifecycle::Policy;
+use autopilot::ports::{EcsRead, Registry, Repository};
+use autopilot::prune::{self, InUse, Protected, RepositoryId, TAG_PRUNE};
+use autopilot::telemetry::{Metrics, Unit};
+use autopilot::{AwsError, Error};
+
+pub use config::{Config, Mode};
+use event::Request;
+
+pub struct Deps {
+    pub config: Config,
+    pub region: String,
+    pub ecs: Box<dyn EcsRead>,
+    pub ecr: Box<dyn Registry>,
+    pub api_calls: ApiCalls,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    pub digest: String,
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryReport {
+    pub repository: String,
+    /// `on`, `off` or `dry-run`, and where it came from.
+    pub mode: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    pub images_seen: usize,
+    /// Rule priority → images that rule expired (protected ones included).
+    pub expired_by_rule: BTreeMap<u32, usize>,
+    pub protected: Vec<Protected>,
+    /// Deleted, or in a dry run, to be deleted.
+    pub deleted: Vec<String>,
+    /// ECR refused: still referenced by a manifest list.
+    pub kept: Vec<String>,
+    pub already_gone: Vec<String>,
+    pub failed: Vec<Failure>,
+    pub bytes_reclaimed: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub brake: Option<String>,
+    #[serde(skip)]
+    retryable: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub function: &'static str,
+    pub trigger: &'static str,
+    pub dry_run: bool,
+    /// `PRUNE_POLICY` or `request`.
+    pub policy_source: &'static str,
+    pub repositories: Vec<RepositoryReport>,
+    pub images_deleted: usize,
+    pub bytes_reclaimed: i64,
+    pub images_protected: usize,
+    pub api_calls: BTreeMap<String, u64>,
+}
+
+#[instrument(skip_all)]
+pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
+    let calls_before = deps.api_calls.snapshot();
+    let request = Request::parse(payload)?;
+    let dry_run = deps.config.dry_run || request.is_dry_run();
+    let (policy, policy_source) = match &request.policy {
+        Some(p) => (p, "request"),
+        None => (&deps.config.policy, "PRUNE_POLICY"),
+    };
+    info!(trigger = request.trigger, dry_run, policy_source, "invoked");
+
+    let repositories = deps.ecr.repositories(&request.repositories).await.map_err(|e| {
+        if e.code_is("RepositoryNotFoundException") {
+            Error::NotFound(format!("repository in {:?}: {}", request.repositories, e.message))
+        } else {
+            Error::Aws(e)
+        }
+    })?;
+    // What ECS uses, read once for every repository: every cluster, not just
+    // CLUSTERS, because an image in use anywhere must be kept.
+    let uses = in_use(deps).await?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+
+    let mut reports = Vec::with_capacity(repositories.len());
+    for repository in &repositories {
+        reports.push(prune_repository(deps, repository, policy, &uses, now, dry_run).await?);
+    }
+    let report = Report {
+        function: "prune-images",
+        trigger: request.trigger,
+        dry_run,
+        policy_source,
+        images_deleted: if dry_run { 0 } else { reports.iter().map(|r| r.deleted.len()).sum() },
+        bytes_reclaimed: if dry_run { 0 } else { reports.iter().map(|r| r.bytes_reclaimed).sum() },
+        images_protected: reports.iter().map(|r| r.protected.len()).sum(),
+        repositories: reports,
+        api_calls: deps.api_calls.since(&calls_before),
+    };
+    let mut metrics = Metrics::new(&deps.config.metrics_namespace).dimension("Function", report.function);
+    metrics
+        .put("ImagesDeleted", report.images_deleted as f64, Unit::Count)
+        .put("BytesReclaimed", report.bytes_reclaimed as f64, Unit::Bytes)
+        .put("ImagesProtected", report.images_protected as f64, Unit::Count)
+        .put("ApiCalls", report.api_calls.values().sum::<u64>() as f64, Unit::Count)
+        .property("dryRun", Value::Bool(dry_run));
+    metrics.emit();
+    finish(report)
+}
+
+/// Image references and digests of everything ECS runs or is about to run:
+/// each service's task definition and its PRIMARY/ACTIVE deployments', and
+/// every running task's task definition and reported digests.
+async fn in_use(deps: &Deps) -> Result<InUse, Error> {
+    let ecs = &*deps.ecs;
+    let services = discover::services(ecs, &[], 4).await?;
+    let mut users: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for s in &services {
+        let who = format!("service {}/{}", s.cluster_name(), s.name);
+        for td in std::iter::once(&s.task_definition).chain(&s.deployments) {
+            users.entry(td.clone()).or_default().insert(who.clone());
+        }
+    }
+    let mut uses = InUse::default();
+    let clusters: BTreeSet<&str> = services.iter().map(|s| s.cluster_arn.as_str()).collect();
+    for cluster in clusters {
+        for task in ecs.running_tasks(cluster).await? {
+            let who = format!("task {}", task.arn.rsplit('/').next().unwrap_or(&task.arn));
+            uses.digests.extend(task.digests.iter().map(|d| (d.clone(), who.clone())));
+            users.entry(task.task_definition.clone()).or_default().insert(who);
+        }
+    }
+    let described = discover::task_definitions(ecs, users.keys().map(String::as_str), 4).await?;
+    for (name, who) in users {
+        let Some(td) = described.get(&name) else { continue };
+        let who = format!("{} ({}:{})", who.into_iter().collect::<Vec<_>>().join(", "), td.family, td.revision);
+        uses.references.extend(td.containers.iter().map(|c| (c.image.clone(), who.clone())));
+    }
+    Ok(uses)
+}
+
+async fn prune_repository(
+    deps: &Deps,
+    repository: &Repository,
+    policy: &Policy,
+    uses: &InUse,
+    now: i64,
+    dry_run: bool,
+) -> Result<RepositoryReport, Error> {
+    let mut report = RepositoryReport { repository: repository.name.clone(), ..RepositoryReport::default() };
+    let mode = match repository.tags.get(TAG_PRUNE) {
+        Some(value) => match Mode::parse(value) {
+            Some(mode) => {
+                report.mode = format!("{} ({TAG_PRUNE})", mode.as_str());
+                mode
+            }
+            None => {
+                report.mode = format!("invalid {TAG_PRUNE} value {value:?}");
+                report.skipped = Some(format!("{TAG_PRUNE}={value:?} is not one of on, off, dry-run; not pruned"));
+                return Ok(report);
+            }
+        },
+        None => {
+            report.mode = format!("{} (PRUNE_DEFAULT_MODE)", deps.config.default_mode.as_str());
+            deps.config.default_mode
+        }
+    };
+    if mode == Mode::Off {
+        report.skipped = Some(format!("pruning is off for this repository ({})", report.mode));
+        return Ok(report);
+    }
+    let gone = |e: &AwsError| e.code_is("RepositoryNotFoundException");
+    let images = match deps.ecr.images(&repository.name).await {
+        Ok(images) => images,
+        Err(e) if gone(&e) => {
+            report.skipped = Some("the repository was deleted during the run".into());
+            return Ok(report);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let indexes: Vec<String> = images.iter().filter(|i| i.is_index()).map(|i| i.digest.clone()).collect();
+    let children = deps.ecr.index_children(&repository.name, &indexes).await?;
+    let id = RepositoryId {
+        name: repository.name.clone(),
+        account: repository.registry_id.clone(),
+        region: deps.region.clone(),
+    };
+    let used = prune::in_use(&id, &images, uses);
+    let plan = prune::plan(policy, &images, &used, &children, now, deps.config.max_delete_percent);
+
+    report.images_seen = plan.images_seen;
+    report.expired_by_rule = plan.expired_by_rule.clone();
+    report.protected = plan.protected.clone();
+    report.brake = plan.brake.clone();
+    if plan.brake.is_some() {
+        warn!(repository = %repository.name, brake = ?plan.brake, "safety brake");
+        return Ok(report);
+    }
+    let size: BTreeMap<&str, i64> = images.iter().map(|i| (i.digest.as_str(), i.size_bytes.unwrap_or(0))).collect();
+    if dry_run || mode == Mode::DryRun {
+        report.deleted = plan.delete_indexes.iter().chain(&plan.delete_images).cloned().collect();
+        report.bytes_reclaimed = plan.bytes_to_reclaim;
+        return Ok(report);
+    }
+    // Indexes first: ECR refuses to delete a manifest an index still references.
+    for batch in [&plan.delete_indexes, &plan.delete_images] {
+        if batch.is_empty() {
+            continue;
+        }
+        let outcome = deps.ecr.delete(&repository.name, batch).await?;
+        report.bytes_reclaimed +=
+            outcome.deleted.iter().map(|d| size.get(d.as_str()).copied().unwrap_or(0)).sum::<i64>();
+        report.deleted.extend(outcome.deleted);
+        for (digest, code, message) in outcome.failures {
+            match code.as_str() {
+                "ImageReferencedByManifestList" => report.kept.push(digest),
+                "ImageNotFound" => report.already_gone.push(digest),
+                _ => {
+                    report.retryable |= code.contains("Throttl") || code == "ServiceUnavailable";
+                    report.failed.push(Failure { digest, code, message });
+                }
+            }
+        }
+    }
+    info!(repository = %repository.name, deleted = report.deleted.len(), bytes = report.bytes_reclaimed, "pruned");
+    Ok(report)
+}
+
+/// Images that failed to delete fail the invocation after every repository is
+/// done, with the full report logged first.
+fn finish(report: Report) -> Result<Report, Error> {
+    let failed: Vec<(&str, &Failure)> =
+        report.repositories.iter().flat_map(|r| r.failed.iter().map(move |f| (r.repository.as_str(), f))).collect();
+    let Some((repository, first)) = failed.first() else {
+        info!(report = %serde_json::to_string(&report).unwrap_or_default(), "done");
+        return Ok(report);
+    };
+    warn!(report = %serde_json::to_string(&report).unwrap_or_default(), "some images failed to delete");
+    Err(Error::Partial {
+        failed: failed.len(),
+        total: report.repositories.iter().map(|r| r.deleted.len() + r.failed.len()).sum(),
+        first: format!("{repository}@{}: {} {}", first.digest, first.code, first.message),
+        retryable: report.repositories.iter().any(|r| r.retryable),
+    })
+}
