@@ -15,6 +15,7 @@ use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -124,7 +125,18 @@ fn logs_dir() -> PathBuf {
 /// A moto server on loopback.
 pub struct Moto {
     pub endpoint: String,
+    /// The libfaketime timestamp file moto's clock reads, when faked.
+    clock: Option<PathBuf>,
     _guard: Mutex<Child>,
+}
+
+static FAKE_CLOCK: AtomicBool = AtomicBool::new(false);
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// Starts this binary's moto under libfaketime, so tests can backdate image
+/// pushes with [`Moto::set_clock`]. Call before the first [`moto`].
+pub fn enable_fake_clock() {
+    FAKE_CLOCK.store(true, Ordering::SeqCst);
 }
 
 /// The moto server of this test binary, started on first use.
@@ -144,14 +156,34 @@ impl Moto {
         let port = free_port();
         let log = logs_dir().join(format!("moto-{}.log", std::process::id()));
         let port_text = port.to_string();
-        let child = spawn_guarded(&tools_bin().join("moto_server"), &["-H", "127.0.0.1", "-p", &port_text], &[], &log);
+        let mut envs = Vec::new();
+        let clock = FAKE_CLOCK.load(Ordering::SeqCst).then(|| {
+            assert!(Path::new(LIBFAKETIME).exists(), "{LIBFAKETIME} is missing: run `make setup` (Debian faketime)");
+            let file = logs_dir().join(format!("moto-clock-{}", std::process::id()));
+            std::fs::write(&file, "+0d\n").expect("clock file");
+            envs.extend([
+                ("LD_PRELOAD".to_string(), LIBFAKETIME.to_string()),
+                ("FAKETIME_TIMESTAMP_FILE".into(), file.display().to_string()),
+                ("FAKETIME_NO_CACHE".into(), "1".into()),
+                ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+            ]);
+            file
+        });
+        let child =
+            spawn_guarded(&tools_bin().join("moto_server"), &["-H", "127.0.0.1", "-p", &port_text], &envs, &log);
         let endpoint = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(60);
         while ureq::get(format!("{endpoint}/moto-api/")).call().is_err() {
             assert!(Instant::now() < deadline, "moto did not start; see {}", log.display());
             std::thread::sleep(Duration::from_millis(100));
         }
-        Moto { endpoint, _guard: Mutex::new(child) }
+        Moto { endpoint, clock, _guard: Mutex::new(child) }
+    }
+
+    /// Shifts moto's clock, e.g. `-5d` (five days ago) or `+0d` (now).
+    pub fn set_clock(&self, offset: &str) {
+        let file = self.clock.as_ref().expect("call enable_fake_clock() before moto()");
+        std::fs::write(file, format!("{offset}\n")).expect("clock file");
     }
 
     /// Clears all state.

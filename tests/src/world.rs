@@ -142,6 +142,19 @@ impl World {
         output.task_definition().and_then(|t| t.task_definition_arn()).expect("task definition ARN").to_string()
     }
 
+    /// A one-container task definition running exactly `image`.
+    pub async fn task_definition_running(&self, family: &str, image: &str) -> String {
+        let output = self
+            .ecs
+            .register_task_definition()
+            .family(family)
+            .container_definitions(ContainerDefinition::builder().name(family).image(image).memory(512).build())
+            .send()
+            .await
+            .expect("register_task_definition");
+        output.task_definition().and_then(|t| t.task_definition_arn()).expect("task definition ARN").to_string()
+    }
+
     pub async fn service(&self, cluster: &str, name: &str, task_definition: &str) {
         self.ecs
             .create_service()
