@@ -12,8 +12,13 @@ use serde_json::Value;
 
 /// Actions that support no resource-level permissions, so `"*"` is the only
 /// Resource IAM accepts for them.
-const UNSCOPABLE: &[&str] =
-    &["ecs:ListClusters", "ecs:ListServices", "ecs:DescribeTaskDefinition", "ecs:RegisterTaskDefinition"];
+const UNSCOPABLE: &[&str] = &[
+    "ecs:ListClusters",
+    "ecs:ListServices",
+    "ecs:ListTasks",
+    "ecs:DescribeTaskDefinition",
+    "ecs:RegisterTaskDefinition",
+];
 
 fn run(tool: &str, args: &[&str]) -> (bool, String) {
     let output = Command::new(tools_bin().join(tool))
@@ -209,4 +214,31 @@ fn deploy_on_push_trigger_serialisation_and_pass_role() {
     assert!(!actions
         .iter()
         .any(|a| a.starts_with("ecr:") && !a.starts_with("ecr:Describe") && a != "ecr:BatchGetImage"));
+}
+
+#[test]
+fn prune_images_schedule_parameters_and_delete_scope() {
+    let template = translated();
+    let params = &template["Parameters"];
+    for name in ["PrunePolicy", "PruneMaxDeletePercent", "PruneDefaultMode", "PruneRepositoryArnPattern", "DryRun"] {
+        assert!(!params[name].is_null(), "parameter {name}");
+    }
+    let rules = resources_of(&template, "AWS::Events::Rule");
+    assert!(rules.iter().any(|(_, r)| r["Properties"]["ScheduleExpression"]["Ref"] == "PruneSchedule"));
+    assert_eq!(params["PruneSchedule"]["Default"], "rate(1 day)");
+    // BatchDeleteImage is the only write, scoped by the repository pattern.
+    let statements = statements_of(&template, "PruneImagesRole");
+    let delete = statements
+        .iter()
+        .find(|s| as_list(&s["Action"]).iter().any(|a| a == "ecr:BatchDeleteImage"))
+        .expect("a delete statement");
+    assert_eq!(as_list(&delete["Action"]).len(), 1);
+    assert_eq!(delete["Resource"]["Fn::If"][2]["Ref"], "PruneRepositoryArnPattern");
+    let writes: Vec<String> = statements
+        .iter()
+        .flat_map(|s| as_list(&s["Action"]))
+        .filter_map(|a| a.as_str().map(String::from))
+        .filter(|a| a.starts_with("ecs:") && !(a.contains(":List") || a.contains(":Describe")))
+        .collect();
+    assert!(writes.is_empty(), "prune-images may only read ECS: {writes:?}");
 }

@@ -299,6 +299,67 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn describe_images_pages_a_thousand_at_a_time() {
+        use aws_sdk_ecr::operation::describe_images::DescribeImagesOutput;
+        use aws_sdk_ecr::types::ImageDetail;
+        let page = |from: usize, to: usize, next: Option<&str>| {
+            let details: Vec<ImageDetail> = (from..to)
+                .map(|i| {
+                    ImageDetail::builder().image_digest(format!("sha256:{i:064x}")).image_size_in_bytes(10).build()
+                })
+                .collect();
+            DescribeImagesOutput::builder()
+                .set_image_details(Some(details))
+                .set_next_token(next.map(String::from))
+                .build()
+        };
+        let rule = mock!(Client::describe_images)
+            .match_requests(|r| r.max_results() == Some(DESCRIBE_IMAGES_PAGE))
+            .sequence()
+            .output(move || page(0, 1000, Some("2")))
+            .output(move || page(1000, 2000, Some("3")))
+            .output(move || page(2000, 2500, None))
+            .build();
+        let ecr = EcrAdapter::from_client(mock_client!(aws_sdk_ecr, RuleMode::Sequential, [&rule]));
+        let images = ecr.images("users").await.expect("paged");
+        assert_eq!(images.len(), 2500);
+        assert_eq!(rule.num_calls(), 3, "ceil(2500 / 1000) calls");
+    }
+
+    #[tokio::test]
+    async fn batch_delete_reports_partial_failures_per_image_and_retries_throttling() {
+        use aws_sdk_ecr::operation::batch_delete_image::BatchDeleteImageOutput;
+        use aws_sdk_ecr::types::{ImageFailure, ImageFailureCode};
+        let digests: Vec<String> = (0..150).map(|i| format!("sha256:{i:064x}")).collect();
+        let referenced = digests[3].clone();
+        let rule = mock!(Client::batch_delete_image)
+            .match_requests(|r| r.image_ids().len() <= BATCH_IMAGES)
+            .sequence()
+            .http_status(400, Some(r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.into()))
+            .output(move || {
+                BatchDeleteImageOutput::builder()
+                    .failures(
+                        ImageFailure::builder()
+                            .image_id(ImageIdentifier::builder().image_digest(referenced.clone()).build())
+                            .failure_code(ImageFailureCode::ImageReferencedByManifestList)
+                            .failure_reason("referenced by an index")
+                            .build(),
+                    )
+                    .build()
+            })
+            .output(|| BatchDeleteImageOutput::builder().build())
+            .build();
+        let client = mock_client!(aws_sdk_ecr, RuleMode::Sequential, [&rule], |b| {
+            b.retry_config(aws_sdk_ecr::config::retry::RetryConfig::standard().with_max_attempts(3))
+        });
+        let result = EcrAdapter::from_client(client).delete("users", &digests).await.expect("deleted");
+        assert_eq!(rule.num_calls(), 3, "a throttled first batch, its retry, the second batch");
+        assert_eq!(result.deleted.len(), 149);
+        assert_eq!(result.failures.len(), 1);
+        assert_eq!(result.failures[0].1, "ImageReferencedByManifestList");
+    }
+
+    #[tokio::test]
     async fn batch_get_image_asks_for_index_media_types() {
         let rule = mock!(Client::batch_get_image)
             .match_requests(|r| r.accepted_media_types().iter().any(|m| m == OCI_INDEX))
