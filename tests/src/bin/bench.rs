@@ -11,6 +11,12 @@
 //!   every opted-in service of a generated world (half the services opted in);
 //!   prints API calls against the bound, wall time and peak RSS, for a dry run
 //!   (discovery only) and for the real rollout.
+//! - `bench planner IMAGES`: the prune planner alone over a generated
+//!   repository (a third untagged and old, indexes with children, pinned
+//!   digests); prints its time.
+//! - `bench prune IMAGES`: prune-images over a repository of IMAGES old
+//!   untagged images on moto (backdated with libfaketime); prints API calls
+//!   against the bound, wall time and peak RSS.
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -26,10 +32,12 @@ fn main() {
         Some("coldstart") if args.len() >= 3 => coldstart(&args[1], &args[2], &args[3..]),
         Some("sweep") if args.len() == 3 => sweep(&args[1], &args[2]),
         Some("push") if args.len() == 3 => push(&args[1], &args[2]),
+        Some("planner") if args.len() == 2 => planner(&args[1]),
+        Some("prune") if args.len() == 2 => prune(&args[1]),
         _ => {
             eprintln!(
                 "usage: bench coldstart RUNS PROGRAM [ARGS...] | bench sweep CLUSTERS SERVICES_PER_CLUSTER | \
-                 bench push CLUSTERS SERVICES_PER_CLUSTER"
+                 bench push CLUSTERS SERVICES_PER_CLUSTER | bench planner IMAGES | bench prune IMAGES"
             );
             std::process::exit(2);
         }
@@ -177,5 +185,92 @@ fn push(clusters: &str, per_cluster: &str) {
             );
             println!("calls per operation: {calls}");
         }
+    });
+}
+
+fn planner(images: &str) {
+    use autopilot::lifecycle::{Policy, DEFAULT_POLICY};
+    use autopilot::prune::{in_use, plan, InUse, RepoImage, RepositoryId};
+    use std::collections::BTreeMap;
+    let n = number(images);
+    let now = 1_800_000_000i64;
+    let digest = |i: usize| format!("sha256:{i:064x}");
+    let rows: Vec<RepoImage> = (0..n)
+        .map(|i| RepoImage {
+            digest: digest(i),
+            tags: if i % 3 == 0 { vec![] } else { vec![format!("build-{i}")] },
+            pushed_at: now - (i as i64 % 90) * 86_400,
+            last_pulled_at: None,
+            size_bytes: Some(30_000_000),
+            media_type: Some(
+                if i % 50 == 0 {
+                    "application/vnd.oci.image.index.v1+json"
+                } else {
+                    "application/vnd.oci.image.manifest.v1+json"
+                }
+                .into(),
+            ),
+        })
+        .collect();
+    let children: BTreeMap<String, Vec<String>> =
+        (0..n).step_by(50).map(|i| (digest(i), vec![digest((i + 1) % n), digest((i + 2) % n)])).collect();
+    let uses = InUse {
+        references: (0..200)
+            .map(|i| {
+                (
+                    format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/users@{}", digest(i * 7 % n)),
+                    format!("service s{i}"),
+                )
+            })
+            .collect(),
+        digests: (0..200).map(|i| (digest(i * 11 % n), format!("task t{i}"))).collect(),
+    };
+    let repository = RepositoryId { name: "users".into(), account: "123456789012".into(), region: "us-east-1".into() };
+    let policy = Policy::parse(DEFAULT_POLICY).expect("default policy");
+    let started = Instant::now();
+    let used = in_use(&repository, &rows, &uses);
+    let p = plan(&policy, &rows, &used, &children, now, 100);
+    let elapsed = started.elapsed();
+    println!(
+        "prune planner over {n} images: {:.1} ms ({} to delete, {} protected)",
+        elapsed.as_secs_f64() * 1000.0,
+        p.deletions(),
+        p.protected.len()
+    );
+}
+
+fn prune(images: &str) {
+    let n = number(images);
+    autopilot_e2e::enable_fake_clock();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        moto().reset();
+        let world = World::new().await;
+        world.repository("users").await;
+        moto().set_clock("-5d");
+        let started = Instant::now();
+        for i in 0..n {
+            world.push_image("users", &[], "arm64", &format!("old-{i}")).await;
+        }
+        moto().set_clock("+0d");
+        world.push_image("users", &["latest"], "arm64", "latest").await;
+        eprintln!("[bench] pushed {n} images in {:.0} s", started.elapsed().as_secs_f64());
+        let lambda = Lambda::start("prune-images", &[("PRUNE_MAX_DELETE_PERCENT", "100")]);
+        let started = Instant::now();
+        let report = lambda.invoke(&serde_json::json!({"repositories": ["users"]})).expect("prune");
+        let wall = started.elapsed();
+        let calls = &report["apiCalls"];
+        let total: u64 = calls.as_object().map(|m| m.values().filter_map(|v| v.as_u64()).sum()).unwrap_or(0);
+        let deleted = report["imagesDeleted"].as_u64().unwrap_or(0) as usize;
+        // DescribeRepositories + ListTagsForResource, ceil(N/1000) DescribeImages,
+        // ceil(D/100) BatchDeleteImage, and the protection reads (ListClusters here).
+        let bound = 2 + (n + 1).div_ceil(1000) + deleted.div_ceil(100) + 1;
+        println!(
+            "prune of {} images ({deleted} deleted): {total} API calls (bound {bound}; moto answers DescribeImages in one page), {:.0} ms wall, function peak RSS {} KiB",
+            n + 1,
+            wall.as_secs_f64() * 1000.0,
+            lambda.peak_rss_kib().map_or("?".into(), |k| k.to_string())
+        );
+        println!("calls per operation: {calls}");
     });
 }
