@@ -6,7 +6,7 @@ VENV ?= $(HOME)/.cache/ecr-autopilot/venv
 export AUTOPILOT_VENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
-FUNCTIONS := deploy-on-push log-groups prune-images
+FUNCTIONS := deploy-on-push log-groups prune-images quota-scan
 
 .PHONY: setup build arm64 check-arm64 demo test unit e2e bench lint
 

@@ -19,6 +19,8 @@ pub mod log_groups;
 pub mod model;
 pub mod ports;
 pub mod prune;
+pub mod quota;
+pub mod snapshot;
 pub mod telemetry;
 pub mod track;
 

@@ -103,8 +103,9 @@ pub struct Deleted {
 /// ECR as prune-images needs it.
 #[async_trait]
 pub trait Registry: Send + Sync {
-    /// The named repositories (every repository when `names` is empty), with tags.
-    async fn repositories(&self, names: &[String]) -> Result<Vec<Repository>, AwsError>;
+    /// The named repositories (every repository when `names` is empty), with
+    /// their tags when `with_tags` (one ListTagsForResource each).
+    async fn repositories(&self, names: &[String], with_tags: bool) -> Result<Vec<Repository>, AwsError>;
 
     /// Every image row of a repository (DescribeImages, 1,000 a page).
     async fn images(&self, repository: &str) -> Result<Vec<RepoImage>, AwsError>;
@@ -115,6 +116,10 @@ pub trait Registry: Send + Sync {
         repository: &str,
         indexes: &[String],
     ) -> Result<BTreeMap<String, Vec<String>>, AwsError>;
+
+    /// The layers (digest, size) of single-platform manifests, read with
+    /// BatchGetImage: a pull, which moves their `lastRecordedPullTime`.
+    async fn manifest_layers(&self, repository: &str, digests: &[String]) -> Result<Vec<(String, u64)>, AwsError>;
 
     /// BatchDeleteImage by digest, at most 100 a call.
     async fn delete(&self, repository: &str, digests: &[String]) -> Result<Deleted, AwsError>;

@@ -8,19 +8,19 @@
 pub mod config;
 pub mod event;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::Value;
 use tracing::{info, instrument, warn};
 
 use autopilot::aws::ApiCalls;
-use autopilot::discover;
 use autopilot::lifecycle::Policy;
 use autopilot::ports::{EcsRead, Registry, Repository};
-use autopilot::prune::{self, InUse, Protected, RepositoryId, TAG_PRUNE};
+use autopilot::prune::{InUse, Protected, TAG_PRUNE};
+use autopilot::snapshot;
 use autopilot::telemetry::{Metrics, Unit};
-use autopilot::{AwsError, Error};
+use autopilot::Error;
 
 pub use config::{Config, Mode};
 use event::Request;
@@ -92,7 +92,7 @@ pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
     };
     info!(trigger = request.trigger, dry_run, policy_source, "invoked");
 
-    let repositories = deps.ecr.repositories(&request.repositories).await.map_err(|e| {
+    let repositories = deps.ecr.repositories(&request.repositories, true).await.map_err(|e| {
         if e.code_is("RepositoryNotFoundException") {
             Error::NotFound(format!("repository in {:?}: {}", request.repositories, e.message))
         } else {
@@ -101,8 +101,8 @@ pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
     })?;
     // What ECS uses, read once for every repository: every cluster, not just
     // CLUSTERS, because an image in use anywhere must be kept.
-    let uses = in_use(deps).await?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let uses = snapshot::images_in_use(&*deps.ecs, 4).await?;
+    let now = snapshot::now();
 
     let mut reports = Vec::with_capacity(repositories.len());
     for repository in &repositories {
@@ -128,37 +128,6 @@ pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
         .property("dryRun", Value::Bool(dry_run));
     metrics.emit();
     finish(report)
-}
-
-/// Image references and digests of everything ECS runs or is about to run:
-/// each service's task definition and its PRIMARY/ACTIVE deployments', and
-/// every running task's task definition and reported digests.
-async fn in_use(deps: &Deps) -> Result<InUse, Error> {
-    let ecs = &*deps.ecs;
-    let services = discover::services(ecs, &[], 4).await?;
-    let mut users: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for s in &services {
-        let who = format!("service {}/{}", s.cluster_name(), s.name);
-        for td in std::iter::once(&s.task_definition).chain(&s.deployments) {
-            users.entry(td.clone()).or_default().insert(who.clone());
-        }
-    }
-    let mut uses = InUse::default();
-    let clusters: BTreeSet<&str> = services.iter().map(|s| s.cluster_arn.as_str()).collect();
-    for cluster in clusters {
-        for task in ecs.running_tasks(cluster).await? {
-            let who = format!("task {}", task.arn.rsplit('/').next().unwrap_or(&task.arn));
-            uses.digests.extend(task.digests.iter().map(|d| (d.clone(), who.clone())));
-            users.entry(task.task_definition.clone()).or_default().insert(who);
-        }
-    }
-    let described = discover::task_definitions(ecs, users.keys().map(String::as_str), 4).await?;
-    for (name, who) in users {
-        let Some(td) = described.get(&name) else { continue };
-        let who = format!("{} ({}:{})", who.into_iter().collect::<Vec<_>>().join(", "), td.family, td.revision);
-        uses.references.extend(td.containers.iter().map(|c| (c.image.clone(), who.clone())));
-    }
-    Ok(uses)
 }
 
 async fn prune_repository(
@@ -191,25 +160,20 @@ async fn prune_repository(
         report.skipped = Some(format!("pruning is off for this repository ({})", report.mode));
         return Ok(report);
     }
-    let gone = |e: &AwsError| e.code_is("RepositoryNotFoundException");
-    let images = match deps.ecr.images(&repository.name).await {
-        Ok(images) => images,
-        Err(e) if gone(&e) => {
-            report.skipped = Some("the repository was deleted during the run".into());
-            return Ok(report);
-        }
-        Err(e) => return Err(e.into()),
+    let snapshot = snapshot::plan_repository(
+        &*deps.ecr,
+        repository,
+        &deps.region,
+        policy,
+        uses,
+        now,
+        deps.config.max_delete_percent,
+    )
+    .await?;
+    let Some(snapshot::RepositorySnapshot { images, plan }) = snapshot else {
+        report.skipped = Some("the repository was deleted during the run".into());
+        return Ok(report);
     };
-    let indexes: Vec<String> = images.iter().filter(|i| i.is_index()).map(|i| i.digest.clone()).collect();
-    let children = deps.ecr.index_children(&repository.name, &indexes).await?;
-    let id = RepositoryId {
-        name: repository.name.clone(),
-        account: repository.registry_id.clone(),
-        region: deps.region.clone(),
-    };
-    let used = prune::in_use(&id, &images, uses);
-    let plan = prune::plan(policy, &images, &used, &children, now, deps.config.max_delete_percent);
-
     report.images_seen = plan.images_seen;
     report.expired_by_rule = plan.expired_by_rule.clone();
     report.protected = plan.protected.clone();

@@ -80,7 +80,7 @@ impl EcrRead for EcrAdapter {
 
 #[async_trait]
 impl Registry for EcrAdapter {
-    async fn repositories(&self, names: &[String]) -> Result<Vec<Repository>, AwsError> {
+    async fn repositories(&self, names: &[String], with_tags: bool) -> Result<Vec<Repository>, AwsError> {
         let found: Vec<aws_sdk_ecr::types::Repository> = self
             .client
             .describe_repositories()
@@ -94,6 +94,15 @@ impl Registry for EcrAdapter {
         let mut repositories = Vec::with_capacity(found.len());
         for r in found {
             let (Some(name), Some(arn)) = (r.repository_name(), r.repository_arn()) else { continue };
+            if !with_tags {
+                repositories.push(Repository {
+                    name: name.to_string(),
+                    arn: arn.to_string(),
+                    registry_id: r.registry_id().unwrap_or_default().to_string(),
+                    tags: Default::default(),
+                });
+                continue;
+            }
             let tags = self
                 .client
                 .list_tags_for_resource()
@@ -172,6 +181,29 @@ impl Registry for EcrAdapter {
             }
         }
         Ok(children)
+    }
+
+    async fn manifest_layers(&self, repository: &str, digests: &[String]) -> Result<Vec<(String, u64)>, AwsError> {
+        let mut layers = Vec::new();
+        for batch in digests.chunks(BATCH_IMAGES) {
+            let output = self
+                .client
+                .batch_get_image()
+                .repository_name(repository)
+                .set_image_ids(Some(batch.iter().map(|d| ImageIdentifier::builder().image_digest(d).build()).collect()))
+                .set_accepted_media_types(Some([OCI_MANIFEST, DOCKER_MANIFEST].map(String::from).to_vec()))
+                .send()
+                .await
+                .map_err(|e| classify("BatchGetImage", e))?;
+            for image in output.images() {
+                let manifest: serde_json::Value =
+                    serde_json::from_str(image.image_manifest().unwrap_or_default()).unwrap_or_default();
+                let blobs =
+                    manifest["layers"].as_array().into_iter().flatten().chain(std::iter::once(&manifest["config"]));
+                layers.extend(blobs.filter_map(|l| Some((l["digest"].as_str()?.to_string(), l["size"].as_u64()?))));
+            }
+        }
+        Ok(layers)
     }
 
     async fn delete(&self, repository: &str, digests: &[String]) -> Result<Deleted, AwsError> {

@@ -1,0 +1,97 @@
+//! quota-scan configuration, read and validated once at cold start.
+
+use autopilot::config::Vars;
+use autopilot::lifecycle::{Policy, DEFAULT_POLICY};
+use autopilot::quota::{Quotas, DEFAULT_IMAGES_PER_REPOSITORY, FREE_TIER_BYTES};
+use autopilot::Error;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `STORAGE_QUOTA_BYTES` (default 500 000 000), `IMAGES_PER_REPOSITORY_QUOTA`
+    /// (default 20 000) and `WARN_PERCENT` (default 80).
+    pub quotas: Quotas,
+    /// `QUOTA_DEDUPE_LAYERS`: also count each layer once (reads manifests,
+    /// which counts as pulls).
+    pub dedupe_layers: bool,
+    /// `METRICS_TOP_REPOSITORIES`: per-repository metrics for the N largest only.
+    pub top_repositories: usize,
+    /// `PRUNE_POLICY` and `PRUNE_MAX_DELETE_PERCENT`, for the reclaimable figures.
+    pub policy: Policy,
+    pub max_delete_percent: u32,
+    /// `SWEEP_CONCURRENCY`: repositories scanned at once.
+    pub concurrency: usize,
+    /// `DRY_RUN`: report only, publish no metrics.
+    pub dry_run: bool,
+    pub metrics_namespace: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_vars(&Vars::from_env())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        Self::from_vars(&Vars::new(lookup))
+    }
+
+    fn from_vars<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<Self, Error> {
+        let raw_policy = vars.get("PRUNE_POLICY").unwrap_or_else(|| DEFAULT_POLICY.to_string());
+        let policy = Policy::parse(&raw_policy).map_err(|problem| Error::Config {
+            variable: "PRUNE_POLICY",
+            value: raw_policy.chars().take(200).collect(),
+            problem,
+        })?;
+        Ok(Config {
+            quotas: Quotas {
+                storage_bytes: vars.in_range("STORAGE_QUOTA_BYTES", FREE_TIER_BYTES, 1, u64::MAX / 1000)?,
+                images_per_repository: vars.in_range(
+                    "IMAGES_PER_REPOSITORY_QUOTA",
+                    DEFAULT_IMAGES_PER_REPOSITORY,
+                    1,
+                    10_000_000,
+                )?,
+                warn_percent: vars.in_range("WARN_PERCENT", 80, 1, 100)? as u32,
+            },
+            dedupe_layers: vars.bool("QUOTA_DEDUPE_LAYERS", false)?,
+            top_repositories: vars.in_range("METRICS_TOP_REPOSITORIES", 10, 0, 1000)? as usize,
+            policy,
+            max_delete_percent: vars.in_range("PRUNE_MAX_DELETE_PERCENT", 80, 1, 100)? as u32,
+            concurrency: vars.in_range("SWEEP_CONCURRENCY", 4, 1, 16)? as usize,
+            dry_run: vars.bool("DRY_RUN", false)?,
+            metrics_namespace: vars.get("METRICS_NAMESPACE").unwrap_or_else(|| "ECRAutopilot".into()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, Error> {
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(move |k| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn defaults_are_the_free_tier_and_ecr_defaults() {
+        let c = config(&[]).expect("defaults");
+        assert_eq!(c.quotas, Quotas { storage_bytes: 500_000_000, images_per_repository: 20_000, warn_percent: 80 });
+        assert!(!c.dedupe_layers);
+        assert_eq!(c.top_repositories, 10);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, value) in [
+            ("STORAGE_QUOTA_BYTES", "500MB"),
+            ("STORAGE_QUOTA_BYTES", "0"),
+            ("WARN_PERCENT", "120"),
+            ("IMAGES_PER_REPOSITORY_QUOTA", "-1"),
+            ("QUOTA_DEDUPE_LAYERS", "yes"),
+            ("METRICS_TOP_REPOSITORIES", "many"),
+        ] {
+            let err = config(&[(var, value)]).expect_err(var).to_string();
+            assert!(err.starts_with(&format!("invalid configuration: {var}=")), "{err}");
+        }
+    }
+}
