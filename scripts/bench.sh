@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p target/bench
 echo "[bench] native release build (for representative cold start and RSS)" >&2
-cargo build --release --bin log-groups --bin deploy-on-push --bin prune-images --bin bench 2>&1 | tail -1 >&2
+cargo build --release --bin log-groups --bin deploy-on-push --bin prune-images --bin quota-scan --bin bench 2>&1 | tail -1 >&2
 
 bootstrap=target/lambda/log-groups/bootstrap
 zipped=$(python3 - "$bootstrap" <<'PY'
@@ -32,4 +32,5 @@ PY
   AUTOPILOT_FUNCTION_DIR=target/release ./target/debug/bench push 3 40
   ./target/release/bench planner 100000
   AUTOPILOT_FUNCTION_DIR=target/release ./target/debug/bench prune "${BENCH_PRUNE_IMAGES:-10000}"
+  AUTOPILOT_FUNCTION_DIR=target/release ./target/debug/bench quota "${BENCH_QUOTA_REPOSITORIES:-1000}" 20
 } | tee target/bench/results.txt

@@ -9,7 +9,7 @@
 //! image outright, so images that must survive get a second tag.
 
 use autopilot_e2e::world::{image, World};
-use autopilot_e2e::{event, moto, serial, Lambda};
+use autopilot_e2e::{check_emf, event, moto, serial, Lambda};
 use serde_json::{json, Value};
 
 const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
@@ -210,7 +210,11 @@ async fn a_push_rolls_out_only_to_services_that_track_it_and_changes_only_the_im
     let canary = world.service_task_definition("staging", "users-canary").await;
     let (canary_td, _) = world.describe_task_definition(&canary).await;
     assert_eq!(canary_td.container_definitions()[0].image(), Some(format!("{HOST}/users@{}", c.digest).as_str()));
-    assert!(lambda.emf_documents().iter().any(|d| d["ServicesUpdated"] == 1.0));
+    let emf = lambda.emf_documents();
+    assert!(emf.iter().any(|d| d["ServicesUpdated"] == 1.0));
+    for doc in &emf {
+        check_emf(doc).expect("valid EMF");
+    }
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! fed the `events/` files, calling moto; assertions read moto's state back.
 
 use autopilot_e2e::world::{tutorial_groups, World, CLUSTER};
-use autopilot_e2e::{event, moto, serial, Lambda};
+use autopilot_e2e::{check_emf, event, moto, serial, Lambda};
 use serde_json::{json, Value};
 
 async fn tutorial() -> World {
@@ -46,6 +46,7 @@ async fn schedule_sweep_creates_every_group_with_retention_and_tags() {
     // AND the run published its counts as EMF
     let emf = lambda.emf_documents();
     assert_eq!(emf.len(), 1, "one EMF document: {emf:?}");
+    check_emf(&emf[0]).expect("valid EMF");
     assert_eq!(emf[0]["LogGroupsCreated"], 4.0);
     assert_eq!(emf[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"], "ECRAutopilot");
 

@@ -106,6 +106,9 @@ async fn the_default_policy_deletes_exactly_the_old_untagged_images_not_in_use()
     // moto reports imageSizeInBytes as the config blob size (1469 in our manifests)
     assert_eq!(users["bytesReclaimed"], 2 * 1469);
     let emf = lambda.emf_documents();
+    for doc in &emf {
+        autopilot_e2e::check_emf(doc).expect("valid EMF");
+    }
     assert_eq!(emf.last().map(|d| d["ImagesDeleted"].clone()), Some(json!(2.0)));
     assert_eq!(emf.last().map(|d| d["ImagesProtected"].clone()), Some(json!(3.0)));
 

@@ -242,3 +242,32 @@ fn prune_images_schedule_parameters_and_delete_scope() {
         .collect();
     assert!(writes.is_empty(), "prune-images may only read ECS: {writes:?}");
 }
+
+#[test]
+fn quota_scan_schedule_alarm_and_topic() {
+    let template = translated();
+    let params = &template["Parameters"];
+    assert_eq!(params["StorageQuotaBytes"]["Default"], 500000000);
+    assert_eq!(params["QuotaSchedule"]["Default"], "rate(1 hour)");
+    let alarm = &template["Resources"]["RegistryStorageAlarm"]["Properties"];
+    assert_eq!(alarm["MetricName"], "RegistryStorageUtilization");
+    assert_eq!(alarm["Namespace"], "ECRAutopilot");
+    assert_eq!(alarm["Threshold"]["Ref"], "WarnPercent");
+    assert_eq!(alarm["ComparisonOperator"], "GreaterThanOrEqualToThreshold");
+    assert_eq!(alarm["Dimensions"], serde_json::json!([{"Name": "Function", "Value": "quota-scan"}]));
+    assert_eq!(alarm["AlarmActions"], serde_json::json!([{"Ref": "AlarmTopic"}]));
+    let subscription = &template["Resources"]["AlarmEmailSubscription"];
+    assert_eq!(subscription["Condition"], "HasAlarmEmail");
+    assert_eq!(subscription["Properties"]["Protocol"], "email");
+    // quota-scan only reads.
+    let actions: Vec<String> = statements_of(&template, "QuotaScanRole")
+        .iter()
+        .flat_map(|s| as_list(&s["Action"]))
+        .filter_map(|a| a.as_str().map(String::from))
+        .filter(|a| !a.starts_with("logs:") && a != "sqs:SendMessage")
+        .collect();
+    for action in &actions {
+        let read = ["Describe", "List", "BatchGetImage"].iter().any(|verb| action.contains(verb));
+        assert!(read, "quota-scan may only read: {action}");
+    }
+}

@@ -356,3 +356,84 @@ pub fn path_with_tools() -> String {
     let path = std::env::var("PATH").unwrap_or_default();
     format!("{}:{path}", tools_bin().display())
 }
+
+/// CloudWatch's Embedded Metric Format rules, checked on one log line: the
+/// `_aws` envelope with a millisecond `Timestamp`, directives with a
+/// `Namespace`, at most 30 keys per dimension set (each a string member of
+/// the document), at most 100 metrics per directive (each a number member),
+/// and units from CloudWatch's list.
+pub fn check_emf(doc: &Value) -> Result<(), String> {
+    const UNITS: &[&str] = &[
+        "Seconds",
+        "Microseconds",
+        "Milliseconds",
+        "Bytes",
+        "Kilobytes",
+        "Megabytes",
+        "Gigabytes",
+        "Terabytes",
+        "Bits",
+        "Kilobits",
+        "Megabits",
+        "Gigabits",
+        "Terabits",
+        "Percent",
+        "Count",
+        "Bytes/Second",
+        "Kilobytes/Second",
+        "Megabytes/Second",
+        "Gigabytes/Second",
+        "Terabytes/Second",
+        "Bits/Second",
+        "Kilobits/Second",
+        "Megabits/Second",
+        "Gigabits/Second",
+        "Terabits/Second",
+        "Count/Second",
+        "None",
+    ];
+    let aws = doc.get("_aws").and_then(Value::as_object).ok_or("no _aws object")?;
+    aws.get("Timestamp").and_then(Value::as_u64).ok_or("_aws.Timestamp is not a whole number of milliseconds")?;
+    let directives = aws.get("CloudWatchMetrics").and_then(Value::as_array).ok_or("no CloudWatchMetrics array")?;
+    if directives.is_empty() {
+        return Err("CloudWatchMetrics is empty".into());
+    }
+    for directive in directives {
+        let namespace = directive.get("Namespace").and_then(Value::as_str).ok_or("directive without Namespace")?;
+        if namespace.is_empty() || namespace.len() > 255 {
+            return Err(format!("namespace {namespace:?} is not 1 to 255 characters"));
+        }
+        for set in directive.get("Dimensions").and_then(Value::as_array).ok_or("directive without Dimensions")? {
+            let keys = set.as_array().ok_or("a dimension set is not an array")?;
+            if keys.len() > 30 {
+                return Err(format!("a dimension set has {} keys; at most 30", keys.len()));
+            }
+            for key in keys {
+                let key = key.as_str().ok_or("a dimension key is not a string")?;
+                if !doc.get(key).is_some_and(Value::is_string) {
+                    return Err(format!("dimension {key} has no string value in the document"));
+                }
+            }
+        }
+        let metrics = directive.get("Metrics").and_then(Value::as_array).ok_or("directive without Metrics")?;
+        if metrics.len() > 100 {
+            return Err(format!("{} metrics in one directive; at most 100", metrics.len()));
+        }
+        for metric in metrics {
+            let name = metric.get("Name").and_then(Value::as_str).ok_or("a metric without Name")?;
+            if !doc
+                .get(name)
+                .is_some_and(|v| v.is_number() || v.as_array().is_some_and(|a| a.iter().all(Value::is_number)))
+            {
+                return Err(format!("metric {name} has no numeric value in the document"));
+            }
+            if let Some(unit) = metric.get("Unit") {
+                let unit = unit.as_str().ok_or("a Unit is not a string")?;
+                if !UNITS.contains(&unit) {
+                    return Err(format!("metric {name} has unit {unit:?}, which CloudWatch does not know"));
+                }
+            }
+        }
+    }
+    Ok(())
+}

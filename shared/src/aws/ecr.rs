@@ -392,6 +392,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_thousand_repositories_across_pages_without_tag_reads() {
+        use aws_sdk_ecr::operation::describe_repositories::DescribeRepositoriesOutput;
+        use aws_sdk_ecr::types::Repository as SdkRepository;
+        let page = |from: usize, to: usize, next: Option<&str>| {
+            let repositories: Vec<SdkRepository> = (from..to)
+                .map(|i| {
+                    SdkRepository::builder()
+                        .repository_name(format!("repo-{i}"))
+                        .repository_arn(format!("arn:aws:ecr:us-east-1:123456789012:repository/repo-{i}"))
+                        .registry_id("123456789012")
+                        .build()
+                })
+                .collect();
+            DescribeRepositoriesOutput::builder()
+                .set_repositories(Some(repositories))
+                .set_next_token(next.map(String::from))
+                .build()
+        };
+        let pages = mock!(Client::describe_repositories)
+            .sequence()
+            .output(move || page(0, 400, Some("2")))
+            .output(move || page(400, 800, Some("3")))
+            .output(move || page(800, 1000, None))
+            .build();
+        let ecr = EcrAdapter::from_client(mock_client!(aws_sdk_ecr, RuleMode::Sequential, [&pages]));
+        let repositories = ecr.repositories(&[], false).await.expect("listed");
+        assert_eq!(repositories.len(), 1000);
+        assert_eq!(repositories[999].name, "repo-999");
+        assert_eq!(pages.num_calls(), 3, "one call per page and no ListTagsForResource");
+    }
+
+    #[tokio::test]
     async fn batch_get_image_asks_for_index_media_types() {
         let rule = mock!(Client::batch_get_image)
             .match_requests(|r| r.accepted_media_types().iter().any(|m| m == OCI_INDEX))

@@ -17,6 +17,8 @@
 //! - `bench prune IMAGES`: prune-images over a repository of IMAGES old
 //!   untagged images on moto (backdated with libfaketime); prints API calls
 //!   against the bound, wall time and peak RSS.
+//! - `bench quota REPOSITORIES IMAGES_EACH`: quota-scan over that many
+//!   repositories; prints API calls against the bound, wall time and peak RSS.
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -34,10 +36,11 @@ fn main() {
         Some("push") if args.len() == 3 => push(&args[1], &args[2]),
         Some("planner") if args.len() == 2 => planner(&args[1]),
         Some("prune") if args.len() == 2 => prune(&args[1]),
+        Some("quota") if args.len() == 3 => quota(&args[1], &args[2]),
         _ => {
             eprintln!(
                 "usage: bench coldstart RUNS PROGRAM [ARGS...] | bench sweep CLUSTERS SERVICES_PER_CLUSTER | \
-                 bench push CLUSTERS SERVICES_PER_CLUSTER | bench planner IMAGES | bench prune IMAGES"
+                 bench push CLUSTERS SERVICES_PER_CLUSTER | bench planner IMAGES | bench prune IMAGES | bench quota REPOSITORIES IMAGES_EACH"
             );
             std::process::exit(2);
         }
@@ -270,6 +273,41 @@ fn prune(images: &str) {
             n + 1,
             wall.as_secs_f64() * 1000.0,
             lambda.peak_rss_kib().map_or("?".into(), |k| k.to_string())
+        );
+        println!("calls per operation: {calls}");
+    });
+}
+
+fn quota(repositories: &str, each: &str) {
+    let (repositories, each) = (number(repositories), number(each));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        moto().reset();
+        let world = World::new().await;
+        let started = Instant::now();
+        for r in 0..repositories {
+            let name = format!("repo-{r:04}");
+            world.repository(&name).await;
+            for i in 0..each {
+                let tags: &[&str] = if i + 1 == each { &["latest"] } else { &[] };
+                world.push_image(&name, tags, "arm64", &format!("{r}-{i}")).await;
+            }
+        }
+        eprintln!("[bench] pushed {} images in {:.0} s", repositories * each, started.elapsed().as_secs_f64());
+        let lambda = Lambda::start("quota-scan", &[]);
+        let started = Instant::now();
+        let report = lambda.invoke(&event("quota-scan-schedule.json")).expect("scan");
+        let wall = started.elapsed();
+        let calls = &report["apiCalls"];
+        let total: u64 = calls.as_object().map(|m| m.values().filter_map(|v| v.as_u64()).sum()).unwrap_or(0);
+        // DescribeRepositories pages + one DescribeImages page per repository
+        // (IMAGES_EACH <= 1000) + ListClusters for the protection reads.
+        let bound = repositories.div_ceil(1000) + repositories * each.div_ceil(1000) + 1;
+        println!(
+            "quota-scan of {repositories} repositories x {each} images: {total} API calls (bound {bound}; moto answers DescribeRepositories in one page), {:.0} ms wall, function peak RSS {} KiB, registry {} bytes",
+            wall.as_secs_f64() * 1000.0,
+            lambda.peak_rss_kib().map_or("?".into(), |k| k.to_string()),
+            report["registry"]["storageBytes"]
         );
         println!("calls per operation: {calls}");
     });
