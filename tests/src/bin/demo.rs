@@ -2,7 +2,7 @@
 //! log-groups doing the tutorials' manual log-group steps by itself.
 
 use autopilot_e2e::world::{World, CLUSTER, SERVICES};
-use autopilot_e2e::{event, moto, Lambda};
+use autopilot_e2e::{enable_fake_clock, event, moto, Lambda};
 use serde_json::{json, Value};
 
 /// Prints a report without its per-group detail, which the summary lists repeat.
@@ -16,6 +16,8 @@ fn show(title: &str, report: &Value) {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    // moto runs under libfaketime so the housekeeping step can backdate pushes.
+    enable_fake_clock();
     let moto = moto();
     println!("local AWS (moto server) at {}", moto.endpoint);
 
@@ -49,6 +51,32 @@ async fn main() {
     println!("\n== a second sweep changes nothing: alreadyCompliant = {}", again["alreadyCompliant"]);
 
     deploy_on_push(&world).await;
+    housekeeping(&world).await;
+}
+
+/// quota-scan and prune-images on the registry the pushes left behind.
+async fn housekeeping(world: &World) {
+    println!("\n\n##### quota-scan and prune-images");
+    moto().set_clock("-3d");
+    for leftover in ["users-old-1", "users-old-2", "users-old-3"] {
+        world.push_image("users", &[], "arm64", leftover).await;
+    }
+    moto().set_clock("+0d");
+    println!("three untagged users images from three days ago (earlier pushes) are in the registry");
+
+    let quota = Lambda::start("quota-scan", &[]);
+    let scan = quota.invoke(&event("quota-scan-schedule.json")).unwrap_or_else(|e| json!(e.error_message));
+    show("quota-scan: the registry against the 500 MB free tier", &scan["registry"]);
+
+    let prune = Lambda::start("prune-images", &[]);
+    let preview = prune.invoke(&json!({"dryRun": true, "repositories": ["users"]}));
+    let preview = preview.unwrap_or_else(|e| json!(e.error_message));
+    show("prune-images, dry run of the default policy on users", &preview["repositories"][0]);
+    let run = prune.invoke(&event("prune-images-schedule.json")).unwrap_or_else(|e| json!(e.error_message));
+    println!(
+        "\nprune-images deleted {} image(s), {} bytes; protected {} (in use or part of a kept index)",
+        run["imagesDeleted"], run["bytesReclaimed"], run["imagesProtected"]
+    );
 }
 
 /// The CI job only pushes; deploy-on-push does the `ecs update-service`.
