@@ -95,6 +95,25 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
     }
 }
 
+impl<F: Fn(&str) -> Option<String>> Vars<F> {
+    /// A lifecycle-policy document (see [`crate::lifecycle`]); `default` when unset.
+    pub fn lifecycle_policy(&self, name: &'static str, default: &str) -> Result<crate::lifecycle::Policy, Error> {
+        let raw = self.get(name).unwrap_or_else(|| default.to_string());
+        crate::lifecycle::Policy::parse(&raw).map_err(|problem| Error::Config {
+            variable: name,
+            value: raw.chars().take(200).collect(),
+            problem,
+        })
+    }
+}
+
+/// A lookup over fixed pairs, for configuration tests.
+#[cfg(any(test, feature = "test-support"))]
+pub fn lookup_from(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+}
+
 fn invalid(variable: &'static str, value: String, problem: &str) -> Error {
     Error::Config { variable, value, problem: problem.to_string() }
 }
@@ -102,11 +121,9 @@ fn invalid(variable: &'static str, value: String, problem: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn vars(pairs: &[(&str, &str)]) -> Vars<impl Fn(&str) -> Option<String>> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Vars::new(move |k| map.get(k).cloned())
+        Vars::new(lookup_from(pairs))
     }
 
     #[test]

@@ -1,23 +1,18 @@
-use autopilot::aws::{ecr::EcrAdapter, ecs::EcsAdapter, load_config, logs::LogsAdapter, ApiCalls};
+use autopilot::aws::{cold_start, ecr::EcrAdapter, ecs::EcsAdapter, logs::LogsAdapter};
 use deploy_on_push::{handle, Config, Deps};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
-/// Wiring only: tracing, config, one SDK config load, clients, the handler.
+/// Wiring only: cold start (tracing, config, SDK), adapters, the handler.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    autopilot::telemetry::init_tracing();
-    // A bad variable stops the cold start with a message naming it.
-    let config = Config::from_env().inspect_err(|e| tracing::error!(error = %e, "cold start failed"))?;
-    let sdk = load_config().await;
-    let region = sdk.region().map(ToString::to_string).ok_or("AWS_REGION is not set")?;
-    let api_calls = ApiCalls::default();
+    let start = cold_start(Config::from_env).await?;
     let deps = Deps {
-        config,
-        region,
-        ecs: Box::new(EcsAdapter::new(&sdk, &api_calls)),
-        ecr: Box::new(EcrAdapter::new(&sdk, &api_calls)),
-        logs: Box::new(LogsAdapter::new(&sdk, &api_calls)),
-        api_calls,
+        ecs: Box::new(EcsAdapter::new(&start.sdk, &start.api_calls)),
+        ecr: Box::new(EcrAdapter::new(&start.sdk, &start.api_calls)),
+        logs: Box::new(LogsAdapter::new(&start.sdk, &start.api_calls)),
+        config: start.config,
+        region: start.region,
+        api_calls: start.api_calls,
     };
     run(service_fn(|event: LambdaEvent<serde_json::Value>| handle(&deps, event.payload))).await
 }

@@ -331,8 +331,7 @@ mod tests {
     }
 
     fn config(pairs: &[(&str, &str)]) -> Config {
-        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Config::from_lookup(move |k| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone())).expect("valid")
+        Config::from_lookup(autopilot::config::lookup_from(pairs)).expect("valid")
     }
 
     fn cloudtrail(event_name: &str, detail: Value) -> Value {

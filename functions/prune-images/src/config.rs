@@ -56,12 +56,7 @@ impl Config {
     }
 
     fn from_vars<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<Self, Error> {
-        let raw_policy = vars.get("PRUNE_POLICY").unwrap_or_else(|| DEFAULT_POLICY.to_string());
-        let policy = Policy::parse(&raw_policy).map_err(|problem| Error::Config {
-            variable: "PRUNE_POLICY",
-            value: raw_policy.chars().take(200).collect(),
-            problem,
-        })?;
+        let policy = vars.lifecycle_policy("PRUNE_POLICY", DEFAULT_POLICY)?;
         let mode_text = vars.get("PRUNE_DEFAULT_MODE").unwrap_or_else(|| "on".into());
         let default_mode = Mode::parse(&mode_text).ok_or_else(|| Error::Config {
             variable: "PRUNE_DEFAULT_MODE",
@@ -83,8 +78,7 @@ mod tests {
     use super::*;
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, Error> {
-        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Config::from_lookup(move |k| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()))
+        Config::from_lookup(autopilot::config::lookup_from(pairs))
     }
 
     #[test]

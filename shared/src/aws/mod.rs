@@ -22,6 +22,28 @@ use crate::AwsError;
 /// throttling, 5xx and timeouts.
 const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 
+/// What every function's `main` needs after a cold start: its validated
+/// configuration, the one SDK configuration, its region and the call counter
+/// its adapters share.
+pub struct ColdStart<C> {
+    pub config: C,
+    pub sdk: SdkConfig,
+    pub region: String,
+    pub api_calls: ApiCalls,
+}
+
+/// Tracing, then the configuration (a bad variable stops the cold start with
+/// an error naming it, logged first), then one aws-config load.
+pub async fn cold_start<C>(
+    config: impl FnOnce() -> Result<C, crate::Error>,
+) -> Result<ColdStart<C>, lambda_runtime::Error> {
+    crate::telemetry::init_tracing();
+    let config = config().inspect_err(|e| tracing::error!(error = %e, "cold start failed"))?;
+    let sdk = load_config().await;
+    let region = sdk.region().map(ToString::to_string).ok_or("AWS_REGION is not set")?;
+    Ok(ColdStart { config, sdk, region, api_calls: ApiCalls::default() })
+}
+
 /// Loads the shared SDK configuration once per cold start.
 pub async fn load_config() -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
