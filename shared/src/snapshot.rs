@@ -79,3 +79,36 @@ pub async fn plan_repository(
 pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::ecr::EcrAdapter;
+    use crate::lifecycle::DEFAULT_POLICY;
+    use aws_sdk_ecr::Client;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+
+    /// A repository deleted between DescribeRepositories and DescribeImages is
+    /// "gone", not an error: quota-scan and prune-images report and skip it.
+    #[tokio::test]
+    async fn a_repository_that_disappears_mid_scan_is_skipped() {
+        let gone = mock!(Client::describe_images)
+            .sequence()
+            .http_status(
+                400,
+                Some(r#"{"__type":"RepositoryNotFoundException","message":"The repository does not exist"}"#.into()),
+            )
+            .build();
+        let ecr = EcrAdapter::from_client(mock_client!(aws_sdk_ecr, RuleMode::Sequential, [&gone]));
+        let repository = Repository {
+            name: "users".into(),
+            arn: "arn:aws:ecr:us-east-1:123456789012:repository/users".into(),
+            registry_id: "123456789012".into(),
+            tags: Default::default(),
+        };
+        let policy = Policy::parse(DEFAULT_POLICY).expect("valid");
+        let planned = plan_repository(&ecr, &repository, "us-east-1", &policy, &InUse::default(), 0, 80).await;
+        assert!(matches!(planned, Ok(None)), "expected a skip");
+        assert_eq!(gone.num_calls(), 1);
+    }
+}
