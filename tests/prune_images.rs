@@ -167,6 +167,11 @@ async fn dry_runs_and_opt_outs_delete_nothing() {
         let users = users(&report);
         assert!(users["skipped"].as_str().unwrap_or_default().starts_with(expected), "{users}");
         assert!(users["mode"].as_str().unwrap_or_default().starts_with(mode));
+        if mode == "dry-run" {
+            assert_eq!(users["dryRun"], true);
+            assert_eq!(strings(&users["deleted"]).len(), 2, "the plan is reported");
+            assert_eq!(report["imagesDeleted"], 0, "a dry-run repository counts no deletions");
+        }
     }
     // A brake below the share the policy would delete (2 of 8) stops it all.
     let untag = r.world.ecr.untag_resource().resource_arn(arn).tag_keys("autopilot:prune").send().await;

@@ -139,27 +139,22 @@ pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
         }
         Input::Manual(request) => {
             let dry_run = deps.config.dry_run || request.dry_run != Some(false);
-            let mut report = Report::new("manual", None, dry_run);
-            match deps.ecr.resolve_tag(&request.repository, &request.tag).await? {
-                None => {
-                    return Err(Error::NotFound(format!(
-                        "image {}:{} (repository or tag does not exist)",
-                        request.repository, request.tag
-                    )))
-                }
-                Some((account, image)) => {
-                    let push = Push {
-                        account,
-                        region: deps.region.clone(),
-                        repository: request.repository,
-                        digest: image.digest.clone(),
-                        tag: request.tag,
-                        event_id: "manual".into(),
-                    };
-                    report.trigger = "manual";
-                    roll_out(deps, report, &push, image.manifest_media_type.as_deref(), dry_run).await?
-                }
-            }
+            let Some((account, image)) = deps.ecr.resolve_tag(&request.repository, &request.tag).await? else {
+                return Err(Error::NotFound(format!(
+                    "image {}:{} (repository or tag does not exist)",
+                    request.repository, request.tag
+                )));
+            };
+            let push = Push {
+                account,
+                region: deps.region.clone(),
+                repository: request.repository,
+                digest: image.digest.clone(),
+                tag: request.tag,
+                event_id: "manual".into(),
+            };
+            let report = Report::new("manual", None, dry_run);
+            roll_out(deps, report, &push, image.manifest_media_type.as_deref(), dry_run).await?
         }
     };
     report.api_calls = deps.api_calls.since(&calls_before);

@@ -47,6 +47,8 @@ pub struct RepositoryReport {
     pub repository: String,
     /// `on`, `off` or `dry-run`, and where it came from.
     pub mode: String,
+    /// Nothing was deleted here: `deleted` and `bytesReclaimed` are the plan.
+    pub dry_run: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
     pub images_seen: usize,
@@ -113,8 +115,8 @@ pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
         trigger: request.trigger,
         dry_run,
         policy_source,
-        images_deleted: if dry_run { 0 } else { reports.iter().map(|r| r.deleted.len()).sum() },
-        bytes_reclaimed: if dry_run { 0 } else { reports.iter().map(|r| r.bytes_reclaimed).sum() },
+        images_deleted: reports.iter().filter(|r| !r.dry_run).map(|r| r.deleted.len()).sum(),
+        bytes_reclaimed: reports.iter().filter(|r| !r.dry_run).map(|r| r.bytes_reclaimed).sum(),
         images_protected: reports.iter().map(|r| r.protected.len()).sum(),
         repositories: reports,
         api_calls: deps.api_calls.since(&calls_before),
@@ -184,6 +186,7 @@ async fn prune_repository(
     }
     let size: BTreeMap<&str, i64> = images.iter().map(|i| (i.digest.as_str(), i.size_bytes.unwrap_or(0))).collect();
     if dry_run || mode == Mode::DryRun {
+        report.dry_run = true;
         report.deleted = plan.delete_indexes.iter().chain(&plan.delete_images).cloned().collect();
         report.bytes_reclaimed = plan.bytes_to_reclaim;
         return Ok(report);

@@ -238,7 +238,12 @@ impl EcrAdapter {
         let result = self.client.describe_images().repository_name(repository).image_ids(id).send().await;
         let output = match result {
             Ok(output) => output,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_image_not_found_exception()) => return Ok(None),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_image_not_found_exception() || s.is_repository_not_found_exception()) =>
+            {
+                return Ok(None)
+            }
             Err(e) => return Err(classify("DescribeImages", e)),
         };
         Ok(output.image_details().first().and_then(|d| {
