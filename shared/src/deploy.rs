@@ -15,6 +15,15 @@ pub const TAG_TRACK: &str = "autopilot:track";
 pub const TAG_CONTAINERS: &str = "autopilot:containers";
 pub const TAG_SOURCE_DIGEST: &str = "autopilot:source-digest";
 pub const TAG_SOURCE_TAG: &str = "autopilot:source-tag";
+/// The revision a new revision was copied from: a replay may reuse a
+/// revision only if it was copied from the same one.
+pub const TAG_SOURCE_REVISION: &str = "autopilot:source-revision";
+
+/// `autopilot:source-tag:<container>`: the tag a container we pinned by
+/// digest follows, carried from revision to revision.
+pub fn container_tag_key(container: &str) -> String {
+    format!("{TAG_SOURCE_TAG}:{container}")
+}
 pub const TAG_SOURCE_EVENT: &str = "autopilot:source-event";
 
 /// A successful push of a tagged image.
@@ -29,16 +38,20 @@ pub struct Push {
 }
 
 impl Push {
-    /// The tags a revision made for this push carries.
-    pub fn revision_tags(&self) -> Tags {
-        [
+    /// The tags a revision made for this push from `source` carries, with
+    /// the tag each changed container now follows.
+    pub fn revision_tags<'a>(&self, source: &str, containers: impl IntoIterator<Item = &'a str>) -> Tags {
+        let mut tags: Tags = [
             (TAG_SOURCE_DIGEST, self.digest.as_str()),
             (TAG_SOURCE_TAG, self.tag.as_str()),
             (TAG_SOURCE_EVENT, self.event_id.as_str()),
+            (TAG_SOURCE_REVISION, source),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+        .collect();
+        tags.extend(containers.into_iter().map(|c| (container_tag_key(c), self.tag.clone())));
+        tags
     }
 }
 
@@ -144,10 +157,11 @@ pub fn plan_service(
         }
     }
 
-    // The tag each container follows: the service's policy, else the tag we
-    // last deployed from (the image is pinned by digest after our first
-    // rollout), else the tag in its image reference.
-    let deployed_tag = td.tags.get(TAG_SOURCE_TAG).cloned();
+    // The tag each container follows: the service's policy, else the tag in
+    // its image reference, else (pinned by digest after our rollout) the tag
+    // recorded for that very container. Never another container's tag.
+    let followed =
+        |name: &str, image: &ImageRef| image.tag.clone().or_else(|| td.tags.get(&container_tag_key(name)).cloned());
     let explicit = match service.tags.get(TAG_TRACK) {
         Some(value) => match Track::parse(value) {
             Ok(track) => Some(track),
@@ -160,7 +174,7 @@ pub fn plan_service(
     for (name, image) in &matching {
         let track = match &explicit {
             Some(track) => track.clone(),
-            None => match deployed_tag.clone().or_else(|| image.tag.clone()) {
+            None => match followed(name, image) {
                 Some(tag) => Track::Exact(tag),
                 None => {
                     policies.push(format!("{name}: none"));
@@ -195,7 +209,7 @@ pub fn plan_service(
 
     for (name, image, track) in &accepted {
         if track.is_semver() {
-            let running = deployed_tag.as_deref().or(image.tag.as_deref()).and_then(version_of);
+            let running = followed(name, image).as_deref().and_then(version_of);
             if let (Some(running), Some(pushed_version)) = (running, version_of(&push.tag)) {
                 if pushed_version < running {
                     return skip(plan, format!("older version: {name} runs {running}, the push is {pushed_version}"));
@@ -292,6 +306,7 @@ mod tests {
             pushed_at,
             size_bytes: Some(1),
             manifest_media_type: None,
+            registry_id: None,
         }
     }
 
@@ -373,15 +388,46 @@ mod tests {
             platforms: None,
         };
         assert!(skipped(decision(&push("latest", 2), &s, &t, &f)).starts_with("no tag to track"));
-        t.tags.insert(TAG_SOURCE_TAG.into(), "latest".into());
+        t.tags.insert(container_tag_key("users"), "latest".into());
         assert!(matches!(decision(&push("latest", 2), &s, &t, &f), Decision::Update { .. }));
         assert!(skipped(decision(&push("main", 2), &s, &t, &f)).starts_with("tag \"main\" is not tracked"));
     }
 
     #[test]
+    fn each_container_follows_its_own_tag_after_being_pinned() {
+        // GIVEN api and worker from one repository, each on its own tag; api was pinned by us
+        let mut t = td(&[("api", &format!("{HOST}/users@{}", digest(1))), ("worker", &format!("{HOST}/users:worker"))]);
+        t.tags.insert(container_tag_key("api"), "api".into());
+        t.tags.insert(TAG_SOURCE_TAG.into(), "api".into());
+        let s = service(&[(TAG_DEPLOY, "on")]);
+        let changed = |tag: &str| match decision(&push(tag, 2), &s, &t, &facts(image(2, &[tag], 100))) {
+            Decision::Update { changes, .. } => changes.into_iter().map(|c| c.container).collect::<Vec<_>>(),
+            Decision::Skip(reason) => panic!("{tag}: {reason}"),
+        };
+        // THEN a push of api moves only api, and a push of worker only worker
+        assert_eq!(changed("api"), ["api"]);
+        assert_eq!(changed("worker"), ["worker"]);
+    }
+
+    #[test]
+    fn a_container_pinned_by_a_person_is_not_adopted() {
+        // A digest-pinned container with no recorded tag follows nothing, even
+        // when the revision records the tag of another container.
+        let mut t = td(&[("api", &format!("{HOST}/users@{}", digest(1)))]);
+        t.tags.insert(TAG_SOURCE_TAG.into(), "latest".into());
+        let reason = skipped(decision(
+            &push("latest", 2),
+            &service(&[(TAG_DEPLOY, "on")]),
+            &t,
+            &facts(image(2, &["latest"], 1)),
+        ));
+        assert!(reason.starts_with("no tag to track"), "{reason}");
+    }
+
+    #[test]
     fn replays_and_second_tags_of_the_same_digest_do_nothing() {
         let mut t = td(&[("users", &format!("{HOST}/users@{}", digest(2)))]);
-        t.tags.insert(TAG_SOURCE_TAG.into(), "latest".into());
+        t.tags.insert(container_tag_key("users"), "latest".into());
         let s = service(&[(TAG_DEPLOY, "on"), (TAG_TRACK, "glob:*")]);
         let f = facts(image(2, &["latest", "v1.2.0"], 100));
         for tag in ["latest", "v1.2.0"] {
@@ -407,7 +453,7 @@ mod tests {
     #[test]
     fn semver_compares_versions_not_push_times() {
         let mut t = td(&[("users", &format!("{HOST}/users@{}", digest(3)))]);
-        t.tags.insert(TAG_SOURCE_TAG.into(), "v1.4.0".into());
+        t.tags.insert(container_tag_key("users"), "v1.4.0".into());
         let s = service(&[(TAG_DEPLOY, "on"), (TAG_TRACK, "semver:^1")]);
         // pushed later, but a lower version
         let f = ImageFacts {

@@ -8,7 +8,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::model::{Image, LogGroup, Platform, RunningTask, Service, Tags, TaskDefinition};
-use crate::ports::{Created, EcrRead, EcsRead, EcsWrite, LogGroupStore};
+use crate::ports::{Created, Deleted, EcrRead, EcsRead, EcsWrite, LogGroupStore, Registry, Repository};
+use crate::prune::RepoImage;
 use crate::AwsError;
 
 fn denied(operation: &'static str, what: &str) -> AwsError {
@@ -269,5 +270,62 @@ impl EcrRead for FakeEcr {
 
     async fn index_platforms(&self, _repository: &str, digest: &str) -> Result<Option<Vec<Platform>>, AwsError> {
         Ok(self.platforms.get(digest).cloned())
+    }
+}
+
+/// One ECR repository in memory for prune-images: its images, what its
+/// indexes reference, and per-digest delete failures. Every BatchDeleteImage
+/// call is recorded, so tests can check the order of deletion.
+#[derive(Default)]
+pub struct FakeRegistry {
+    pub repository: String,
+    pub images: Mutex<Vec<RepoImage>>,
+    pub children: BTreeMap<String, Vec<String>>,
+    /// digest → failure code BatchDeleteImage reports for it.
+    pub failing: BTreeMap<String, String>,
+    pub delete_calls: Mutex<Vec<Vec<String>>>,
+}
+
+#[async_trait]
+impl Registry for FakeRegistry {
+    async fn repositories(&self, _names: &[String], _with_tags: bool) -> Result<Vec<Repository>, AwsError> {
+        Ok(vec![Repository {
+            name: self.repository.clone(),
+            arn: format!("arn:aws:ecr:us-east-1:123456789012:repository/{}", self.repository),
+            registry_id: "123456789012".into(),
+            tags: Tags::new(),
+        }])
+    }
+
+    async fn images(&self, _repository: &str) -> Result<Vec<RepoImage>, AwsError> {
+        Ok(lock(&self.images).clone())
+    }
+
+    async fn index_children(
+        &self,
+        _repository: &str,
+        indexes: &[String],
+    ) -> Result<BTreeMap<String, Vec<String>>, AwsError> {
+        Ok(self.children.iter().filter(|(i, _)| indexes.contains(i)).map(|(i, c)| (i.clone(), c.clone())).collect())
+    }
+
+    async fn manifest_layers(&self, _repository: &str, _digests: &[String]) -> Result<Vec<(String, u64)>, AwsError> {
+        Ok(Vec::new())
+    }
+
+    async fn delete(&self, _repository: &str, digests: &[String]) -> Result<Deleted, AwsError> {
+        lock(&self.delete_calls).push(digests.to_vec());
+        let mut result = Deleted::default();
+        let mut images = lock(&self.images);
+        for digest in digests {
+            match self.failing.get(digest) {
+                Some(code) => result.failures.push((digest.clone(), code.clone(), "refused by the fake".into())),
+                None => {
+                    images.retain(|i| &i.digest != digest);
+                    result.deleted.push(digest.clone());
+                }
+            }
+        }
+        Ok(result)
     }
 }

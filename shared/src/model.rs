@@ -89,6 +89,8 @@ pub struct Image {
     pub pushed_at: i64,
     pub size_bytes: Option<i64>,
     pub manifest_media_type: Option<String>,
+    /// The account whose registry holds it.
+    pub registry_id: Option<String>,
 }
 
 /// A platform an image index offers.

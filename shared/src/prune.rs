@@ -73,6 +73,9 @@ pub struct PrunePlan {
     pub protected: Vec<Protected>,
     /// Untagged indexes to delete first, so their children are no longer referenced.
     pub delete_indexes: Vec<String>,
+    /// What each index in `delete_indexes` references: if one of them cannot
+    /// be deleted, its children must not be deleted either.
+    pub index_children: BTreeMap<String, Vec<String>>,
     /// Everything else to delete, after the indexes.
     pub delete_images: Vec<String>,
     /// Set when the safety brake stopped every deletion in this repository.
@@ -183,6 +186,7 @@ pub fn plan(
         plan.bytes_to_reclaim += image.size_bytes.unwrap_or(0);
         if image.is_index() {
             plan.delete_indexes.push(digest.clone());
+            plan.index_children.insert(digest.clone(), children.get(digest).cloned().unwrap_or_default());
         } else {
             plan.delete_images.push(digest.clone());
         }

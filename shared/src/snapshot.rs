@@ -22,9 +22,10 @@ pub async fn images_in_use(ecs: &dyn EcsRead, concurrency: usize) -> Result<InUs
         }
     }
     let mut uses = InUse::default();
-    let clusters: BTreeSet<&str> = services.iter().map(|s| s.cluster_arn.as_str()).collect();
-    for cluster in clusters {
-        for task in ecs.running_tasks(cluster).await? {
+    // Every cluster, not only those with services: tasks started by RunTask,
+    // schedules or Step Functions live in clusters that may have none.
+    for cluster in ecs.list_clusters().await? {
+        for task in ecs.running_tasks(&cluster).await? {
             let who = format!("task {}", task.arn.rsplit('/').next().unwrap_or(&task.arn));
             uses.digests.extend(task.digests.iter().map(|d| (d.clone(), who.clone())));
             users.entry(task.task_definition.clone()).or_default().insert(who);

@@ -19,6 +19,7 @@ use autopilot::aws::ecr::is_index_media_type;
 use autopilot::aws::ApiCalls;
 use autopilot::deploy::{
     plan_service, ContainerChange, Decision, ImageFacts, OptIn, Push, ServicePlan, TAG_SOURCE_DIGEST,
+    TAG_SOURCE_REVISION,
 };
 use autopilot::discover;
 use autopilot::ensure::{ensure_for_task_definition, GroupOutcome, GroupResult};
@@ -202,6 +203,17 @@ async fn roll_out(
     }
 
     let facts = image_facts(deps, push, media_type, &relevant).await?;
+    // An event forwarded from another account names that account's
+    // registry; the repository of that name here is not the one pushed to.
+    if let Some(owner) = facts.pushed.as_ref().and_then(|i| i.registry_id.as_deref()) {
+        if owner != push.account {
+            report.skipped = Some(format!(
+                "the push is to account {}'s registry; repository {} here belongs to {owner}",
+                push.account, push.repository
+            ));
+            return Ok(report);
+        }
+    }
     for (service, td) in relevant {
         let Some(plan) = plan_service(push, service, td, &facts, dry_run) else {
             report.unrelated_services += 1;
@@ -312,7 +324,11 @@ async fn roll(deps: &Deps, push: &Push, service: &Service, td: &TaskDefinition, 
     let images: BTreeMap<String, String> = changes.iter().map(|c| (c.container.clone(), c.to.clone())).collect();
     let revision = match reusable_revision(deps, push, td, &images).await {
         Some(arn) => arn,
-        None => match deps.ecs.register_revision(&td.arn, &images, &push.revision_tags()).await {
+        None => match deps
+            .ecs
+            .register_revision(&td.arn, &images, &push.revision_tags(&td.arn, images.keys().map(String::as_str)))
+            .await
+        {
             Ok(new) => new.arn,
             Err(e) => return Err((e.into(), groups)),
         },
@@ -333,7 +349,9 @@ async fn reusable_revision(
     images: &BTreeMap<String, String>,
 ) -> Option<String> {
     let latest = deps.ecs.describe_task_definition(&td.family).await.ok()?;
-    let same_source = latest.tags.get(TAG_SOURCE_DIGEST) == Some(&push.digest) && latest.arn != td.arn;
+    let same_source = latest.tags.get(TAG_SOURCE_DIGEST) == Some(&push.digest)
+        && latest.tags.get(TAG_SOURCE_REVISION) == Some(&td.arn)
+        && latest.arn != td.arn;
     let same_images = latest.containers.iter().all(|c| images.get(&c.name).is_none_or(|want| *want == c.image))
         && latest.containers.len() == td.containers.len();
     (same_source && same_images).then_some(latest.arn)
@@ -408,6 +426,7 @@ mod tests {
             pushed_at: 100,
             size_bytes: Some(1),
             manifest_media_type: None,
+            registry_id: None,
         };
         let mut ecs = ecs;
         ecs.task_definitions = vec![users_td()];

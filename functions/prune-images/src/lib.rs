@@ -8,7 +8,7 @@
 pub mod config;
 pub mod event;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -191,28 +191,65 @@ async fn prune_repository(
         report.bytes_reclaimed = plan.bytes_to_reclaim;
         return Ok(report);
     }
-    // Indexes first: ECR refuses to delete a manifest an index still references.
-    for batch in [&plan.delete_indexes, &plan.delete_images] {
-        if batch.is_empty() {
-            continue;
+    // Indexes first, parents before the indexes they reference, because ECR
+    // refuses to delete a manifest an index still references. When an index
+    // is not deleted, what it references is kept too.
+    let mut blocked: BTreeSet<String> = BTreeSet::new();
+    let mut pending: Vec<String> = plan.delete_indexes.clone();
+    while !pending.is_empty() {
+        let referenced: BTreeSet<&String> =
+            pending.iter().flat_map(|i| plan.index_children.get(i).into_iter().flatten()).collect();
+        let (ready, later): (Vec<String>, Vec<String>) = pending.iter().cloned().partition(|i| !referenced.contains(i));
+        if ready.is_empty() {
+            break; // a reference cycle cannot come from ECR; never loop on one
         }
-        let outcome = deps.ecr.delete(&repository.name, batch).await?;
-        report.bytes_reclaimed +=
-            outcome.deleted.iter().map(|d| size.get(d.as_str()).copied().unwrap_or(0)).sum::<i64>();
-        report.deleted.extend(outcome.deleted);
-        for (digest, code, message) in outcome.failures {
-            match code.as_str() {
-                "ImageReferencedByManifestList" => report.kept.push(digest),
-                "ImageNotFound" => report.already_gone.push(digest),
-                _ => {
-                    report.retryable |= code.contains("Throttl") || code == "ServiceUnavailable";
-                    report.failed.push(Failure { digest, code, message });
+        let deleted = apply_deletes(deps, &repository.name, &ready, &size, &mut report).await?;
+        // What a surviving index references stays, and so on down.
+        let mut stack: Vec<&String> = ready.iter().filter(|i| !deleted.contains(*i)).collect();
+        while let Some(index) = stack.pop() {
+            for child in plan.index_children.get(index).into_iter().flatten() {
+                if blocked.insert(child.clone()) {
+                    stack.push(child);
                 }
             }
         }
+        pending = later.into_iter().filter(|i| !blocked.contains(i)).collect();
+    }
+    let (images, kept): (Vec<String>, Vec<String>) =
+        plan.delete_images.iter().cloned().partition(|d| !blocked.contains(d));
+    report.kept.extend(kept);
+    report.kept.extend(plan.delete_indexes.iter().filter(|i| blocked.contains(*i)).cloned());
+    if !images.is_empty() {
+        apply_deletes(deps, &repository.name, &images, &size, &mut report).await?;
     }
     info!(repository = %repository.name, deleted = report.deleted.len(), bytes = report.bytes_reclaimed, "pruned");
     Ok(report)
+}
+
+/// One BatchDeleteImage round (100 digests a call, in the adapter), recorded
+/// in the report; returns what was deleted.
+async fn apply_deletes(
+    deps: &Deps,
+    repository: &str,
+    digests: &[String],
+    size: &BTreeMap<&str, i64>,
+    report: &mut RepositoryReport,
+) -> Result<BTreeSet<String>, Error> {
+    let outcome = deps.ecr.delete(repository, digests).await?;
+    report.bytes_reclaimed += outcome.deleted.iter().map(|d| size.get(d.as_str()).copied().unwrap_or(0)).sum::<i64>();
+    let deleted: BTreeSet<String> = outcome.deleted.iter().cloned().collect();
+    report.deleted.extend(outcome.deleted);
+    for (digest, code, message) in outcome.failures {
+        match code.as_str() {
+            "ImageReferencedByManifestList" => report.kept.push(digest),
+            "ImageNotFound" => report.already_gone.push(digest),
+            _ => {
+                report.retryable |= code.contains("Throttl") || code == "ServiceUnavailable";
+                report.failed.push(Failure { digest, code, message });
+            }
+        }
+    }
+    Ok(deleted)
 }
 
 /// Images that failed to delete fail the invocation after every repository is
@@ -231,4 +268,83 @@ fn finish(report: Report) -> Result<Report, Error> {
         first: format!("{repository}@{}: {} {}", first.digest, first.code, first.message),
         retryable: report.repositories.iter().any(|r| r.retryable),
     })
+}
+
+/// Handler tests over the in-memory fakes: the order of deletion and what a
+/// failed index deletion means for its children, which moto cannot show (it
+/// deletes an index's child without complaint).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use autopilot::fakes::{FakeEcs, FakeRegistry};
+    use autopilot::prune::RepoImage;
+    use serde_json::json;
+
+    const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+    fn d(n: u32) -> String {
+        format!("sha256:{n:064x}")
+    }
+
+    fn row(n: u32, index: bool, tags: &[&str]) -> RepoImage {
+        RepoImage {
+            digest: d(n),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            pushed_at: 0, // the epoch: older than any day
+            last_pulled_at: None,
+            size_bytes: Some(100),
+            media_type: Some(if index { INDEX } else { "application/vnd.oci.image.manifest.v1+json" }.into()),
+        }
+    }
+
+    fn deps(registry: FakeRegistry) -> Deps {
+        Deps {
+            config: Config::from_lookup(autopilot::config::lookup_from(&[("PRUNE_MAX_DELETE_PERCENT", "100")]))
+                .expect("valid"),
+            region: "us-east-1".into(),
+            ecs: Box::new(FakeEcs::default()),
+            ecr: Box::new(registry),
+            api_calls: ApiCalls::default(),
+        }
+    }
+
+    /// An untagged index (10) referencing an untagged index (11) referencing a
+    /// platform manifest (12), all expired; `latest` (1) is kept.
+    fn nested(failing: &[(u32, &str)]) -> FakeRegistry {
+        FakeRegistry {
+            repository: "users".into(),
+            images: std::sync::Mutex::new(vec![
+                row(1, false, &["latest"]),
+                row(10, true, &[]),
+                row(11, true, &[]),
+                row(12, false, &[]),
+            ]),
+            children: [(d(10), vec![d(11)]), (d(11), vec![d(12)])].into(),
+            failing: failing.iter().map(|(n, code)| (d(*n), code.to_string())).collect(),
+            delete_calls: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn parents_are_deleted_before_what_they_reference() {
+        let d_ = deps(nested(&[]));
+        let report = handle(&d_, json!({})).await.expect("pruned");
+        assert_eq!(report.images_deleted, 3);
+        // the outer index, then the inner index, then the manifest
+        let registry_calls = report.repositories[0].deleted.clone();
+        assert_eq!(registry_calls, [d(10), d(11), d(12)]);
+    }
+
+    #[tokio::test]
+    async fn when_an_index_cannot_be_deleted_what_it_references_is_kept() {
+        let failing = deps(nested(&[(10, "KmsError")]));
+        let error = handle(&failing, json!({})).await.expect_err("a failed delete fails the run");
+        assert!(error.to_string().contains("KmsError"), "{error}");
+        // ECR refusing the outer index keeps it, and everything below it
+        let report =
+            handle(&deps(nested(&[(10, "ImageReferencedByManifestList")])), json!({})).await.expect("kept, not failed");
+        let users = &report.repositories[0];
+        assert!(users.deleted.is_empty(), "{:?}", users.deleted);
+        assert_eq!(users.kept, [d(10), d(12), d(11)]);
+    }
 }

@@ -70,7 +70,10 @@ impl EcrRead for EcrAdapter {
             .await
             .map_err(|e| classify("BatchGetImage", e))?;
         let Some(image) = output.images().first() else {
-            return Ok(None);
+            // The digest was just described, so an empty answer is a failure
+            // to read it: refuse rather than skip the platform guard.
+            let why = output.failures().first().and_then(|f| f.failure_reason()).unwrap_or("no manifest returned");
+            return Err(AwsError::unexpected("BatchGetImage", format!("{repository}@{digest}: {why}")));
         };
         let manifest = image.image_manifest().unwrap_or_default();
         platforms_of(image.image_manifest_media_type(), manifest)
@@ -167,6 +170,21 @@ impl Registry for EcrAdapter {
                 .send()
                 .await
                 .map_err(|e| classify("BatchGetImage", e))?;
+            // An index we cannot read would leave its children unprotected:
+            // that is an error, not a skip. One gone since the listing is gone.
+            if let Some(f) =
+                output.failures().iter().find(|f| f.failure_code().is_none_or(|c| c.as_str() != "ImageNotFound"))
+            {
+                let digest = f.image_id().and_then(|i| i.image_digest()).unwrap_or_default();
+                return Err(AwsError::unexpected(
+                    "BatchGetImage",
+                    format!(
+                        "{repository}@{digest} could not be read ({}: {}); its children cannot be protected",
+                        f.failure_code().map(|c| c.as_str()).unwrap_or("unknown"),
+                        f.failure_reason().unwrap_or_default()
+                    ),
+                ));
+            }
             for image in output.images() {
                 let Some(digest) = image.image_id().and_then(|i| i.image_digest()) else { continue };
                 let index: ImageIndex =
@@ -253,6 +271,7 @@ impl EcrAdapter {
                 pushed_at: d.image_pushed_at().map_or(0, |t| t.secs()),
                 size_bytes: d.image_size_in_bytes(),
                 manifest_media_type: d.image_manifest_media_type().map(String::from),
+                registry_id: d.registry_id().map(String::from),
             };
             Some((d.registry_id().unwrap_or_default().to_string(), image))
         }))
