@@ -13,7 +13,8 @@ use crate::{AwsError, Error};
 /// every cluster: each service's task definition and its PRIMARY/ACTIVE
 /// deployments', and every running task's task definition and digests.
 pub async fn images_in_use(ecs: &dyn EcsRead, concurrency: usize) -> Result<InUse, Error> {
-    let services = discover::services(ecs, &[], concurrency).await?;
+    let clusters = ecs.list_clusters().await?;
+    let services = discover::services(ecs, &clusters, concurrency).await?;
     let mut users: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for s in &services {
         let who = format!("service {}/{}", s.cluster_name(), s.name);
@@ -24,8 +25,8 @@ pub async fn images_in_use(ecs: &dyn EcsRead, concurrency: usize) -> Result<InUs
     let mut uses = InUse::default();
     // Every cluster, not only those with services: tasks started by RunTask,
     // schedules or Step Functions live in clusters that may have none.
-    for cluster in ecs.list_clusters().await? {
-        for task in ecs.running_tasks(&cluster).await? {
+    for cluster in &clusters {
+        for task in ecs.running_tasks(cluster).await? {
             let who = format!("task {}", task.arn.rsplit('/').next().unwrap_or(&task.arn));
             uses.digests.extend(task.digests.iter().map(|d| (d.clone(), who.clone())));
             users.entry(task.task_definition.clone()).or_default().insert(who);
