@@ -95,7 +95,20 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
     }
 }
 
+/// The namespace of our EMF metrics unless `METRICS_NAMESPACE` says otherwise.
+pub const DEFAULT_METRICS_NAMESPACE: &str = "ECRAutopilot";
+
 impl<F: Fn(&str) -> Option<String>> Vars<F> {
+    /// `METRICS_NAMESPACE`, the one namespace every function publishes in.
+    pub fn metrics_namespace(&self) -> String {
+        self.get("METRICS_NAMESPACE").unwrap_or_else(|| DEFAULT_METRICS_NAMESPACE.into())
+    }
+
+    /// `SWEEP_CONCURRENCY`: AWS calls in flight during a sweep, 1 to 16, default 4.
+    pub fn sweep_concurrency(&self) -> Result<usize, Error> {
+        Ok(self.in_range("SWEEP_CONCURRENCY", 4, 1, 16)? as usize)
+    }
+
     /// A lifecycle-policy document (see [`crate::lifecycle`]); `default` when unset.
     pub fn lifecycle_policy(&self, name: &'static str, default: &str) -> Result<crate::lifecycle::Policy, Error> {
         let raw = self.get(name).unwrap_or_else(|| default.to_string());

@@ -33,10 +33,10 @@ impl Config {
         Ok(Config {
             clusters: vars.list("CLUSTERS"),
             dry_run: vars.bool("DRY_RUN", false)?,
-            concurrency: vars.in_range("SWEEP_CONCURRENCY", 4, 1, 16)? as usize,
+            concurrency: vars.sweep_concurrency()?,
             retention_days: vars.one_of("LOG_RETENTION_DAYS", 30, RETENTION_DAYS_ALLOWED)?,
             kms_key_arn: vars.arn("LOG_KMS_KEY_ARN", "kms")?,
-            metrics_namespace: vars.get("METRICS_NAMESPACE").unwrap_or_else(|| "ECRAutopilot".into()),
+            metrics_namespace: vars.metrics_namespace(),
         })
     }
 }

@@ -5,8 +5,6 @@ use autopilot::log_groups::RETENTION_DAYS_ALLOWED;
 use autopilot::Error;
 
 pub const DEFAULT_RETENTION_DAYS: i32 = 30;
-pub const DEFAULT_CONCURRENCY: u64 = 4;
-pub const DEFAULT_NAMESPACE: &str = "ECRAutopilot";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -40,8 +38,8 @@ impl Config {
             kms_key_arn: vars.arn("LOG_KMS_KEY_ARN", "kms")?,
             clusters: vars.list("CLUSTERS"),
             dry_run: vars.bool("DRY_RUN", false)?,
-            concurrency: vars.in_range("SWEEP_CONCURRENCY", DEFAULT_CONCURRENCY, 1, 16)? as usize,
-            metrics_namespace: vars.get("METRICS_NAMESPACE").unwrap_or_else(|| DEFAULT_NAMESPACE.into()),
+            concurrency: vars.sweep_concurrency()?,
+            metrics_namespace: vars.metrics_namespace(),
         })
     }
 }

@@ -68,7 +68,7 @@ impl Config {
             max_delete_percent: vars.in_range("PRUNE_MAX_DELETE_PERCENT", 80, 1, 100)? as u32,
             default_mode,
             dry_run: vars.bool("DRY_RUN", false)?,
-            metrics_namespace: vars.get("METRICS_NAMESPACE").unwrap_or_else(|| "ECRAutopilot".into()),
+            metrics_namespace: vars.metrics_namespace(),
         })
     }
 }

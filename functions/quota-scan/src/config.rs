@@ -51,9 +51,9 @@ impl Config {
             top_repositories: vars.in_range("METRICS_TOP_REPOSITORIES", 10, 0, 1000)? as usize,
             policy,
             max_delete_percent: vars.in_range("PRUNE_MAX_DELETE_PERCENT", 80, 1, 100)? as u32,
-            concurrency: vars.in_range("SWEEP_CONCURRENCY", 4, 1, 16)? as usize,
+            concurrency: vars.sweep_concurrency()?,
             dry_run: vars.bool("DRY_RUN", false)?,
-            metrics_namespace: vars.get("METRICS_NAMESPACE").unwrap_or_else(|| "ECRAutopilot".into()),
+            metrics_namespace: vars.metrics_namespace(),
         })
     }
 }
