@@ -109,6 +109,16 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
         Ok(self.in_range("SWEEP_CONCURRENCY", 4, 1, 16)? as usize)
     }
 
+    /// `LOG_RETENTION_DAYS`: one of the values CloudWatch Logs accepts, default 30.
+    pub fn log_retention_days(&self) -> Result<i32, Error> {
+        self.one_of("LOG_RETENTION_DAYS", 30, crate::log_groups::RETENTION_DAYS_ALLOWED)
+    }
+
+    /// `PRUNE_MAX_DELETE_PERCENT`: the prune safety brake, 1 to 100, default 80.
+    pub fn prune_max_delete_percent(&self) -> Result<u32, Error> {
+        Ok(self.in_range("PRUNE_MAX_DELETE_PERCENT", 80, 1, 100)? as u32)
+    }
+
     /// A lifecycle-policy document (see [`crate::lifecycle`]); `default` when unset.
     pub fn lifecycle_policy(&self, name: &'static str, default: &str) -> Result<crate::lifecycle::Policy, Error> {
         let raw = self.get(name).unwrap_or_else(|| default.to_string());

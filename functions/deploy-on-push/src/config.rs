@@ -1,7 +1,6 @@
 //! deploy-on-push configuration, read and validated once at cold start.
 
 use autopilot::config::Vars;
-use autopilot::log_groups::RETENTION_DAYS_ALLOWED;
 use autopilot::Error;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,7 +33,7 @@ impl Config {
             clusters: vars.list("CLUSTERS"),
             dry_run: vars.bool("DRY_RUN", false)?,
             concurrency: vars.sweep_concurrency()?,
-            retention_days: vars.one_of("LOG_RETENTION_DAYS", 30, RETENTION_DAYS_ALLOWED)?,
+            retention_days: vars.log_retention_days()?,
             kms_key_arn: vars.arn("LOG_KMS_KEY_ARN", "kms")?,
             metrics_namespace: vars.metrics_namespace(),
         })

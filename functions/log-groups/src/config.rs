@@ -1,10 +1,7 @@
 //! log-groups configuration, read and validated once at cold start.
 
 use autopilot::config::Vars;
-use autopilot::log_groups::RETENTION_DAYS_ALLOWED;
 use autopilot::Error;
-
-pub const DEFAULT_RETENTION_DAYS: i32 = 30;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -34,7 +31,7 @@ impl Config {
 
     fn from_vars<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<Self, Error> {
         Ok(Config {
-            retention_days: vars.one_of("LOG_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, RETENTION_DAYS_ALLOWED)?,
+            retention_days: vars.log_retention_days()?,
             kms_key_arn: vars.arn("LOG_KMS_KEY_ARN", "kms")?,
             clusters: vars.list("CLUSTERS"),
             dry_run: vars.bool("DRY_RUN", false)?,
@@ -47,6 +44,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use autopilot::log_groups::RETENTION_DAYS_ALLOWED;
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, Error> {
         Config::from_lookup(autopilot::config::lookup_from(pairs))

@@ -65,7 +65,7 @@ impl Config {
         })?;
         Ok(Config {
             policy,
-            max_delete_percent: vars.in_range("PRUNE_MAX_DELETE_PERCENT", 80, 1, 100)? as u32,
+            max_delete_percent: vars.prune_max_delete_percent()?,
             default_mode,
             dry_run: vars.bool("DRY_RUN", false)?,
             metrics_namespace: vars.metrics_namespace(),

@@ -50,7 +50,7 @@ impl Config {
             dedupe_layers: vars.bool("QUOTA_DEDUPE_LAYERS", false)?,
             top_repositories: vars.in_range("METRICS_TOP_REPOSITORIES", 10, 0, 1000)? as usize,
             policy,
-            max_delete_percent: vars.in_range("PRUNE_MAX_DELETE_PERCENT", 80, 1, 100)? as u32,
+            max_delete_percent: vars.prune_max_delete_percent()?,
             concurrency: vars.sweep_concurrency()?,
             dry_run: vars.bool("DRY_RUN", false)?,
             metrics_namespace: vars.metrics_namespace(),
