@@ -31,8 +31,13 @@ demo: build
 
 # Every test: unit, adapter (aws-smithy-mocks), end to end on moto through
 # cargo-lambda's Runtime API, the template, and the arm64 bootstrap under qemu.
-test: build arm64
+test: build lint arm64
 	AUTOPILOT_ARM64_BOOTSTRAP_DIR=$(CURDIR)/target/lambda cargo test --workspace --no-fail-fast
+
+# Lint is part of the tests: formatting, and clippy with every warning an error.
+lint: setup
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
 
 bench: build arm64
 	bash scripts/bench.sh

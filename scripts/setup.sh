@@ -37,6 +37,13 @@ if ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
   rustup target add aarch64-unknown-linux-gnu
 fi
 
+for component in clippy rustfmt; do
+  if ! rustup component list --installed | grep -q "^$component"; then
+    log "rustup component add $component"
+    rustup component add "$component"
+  fi
+done
+
 if [ ! -f "$STAMP" ]; then
   log "creating tool virtualenv at $VENV"
   python3 -m venv "$VENV"

@@ -160,7 +160,7 @@ fn comparable(td: &aws_sdk_ecs::types::TaskDefinition) -> aws_sdk_ecs::types::Ta
 
 #[tokio::test]
 async fn a_push_rolls_out_only_to_services_that_track_it_and_changes_only_the_image() {
-    let _serial = serial();
+    let _serial = serial().await;
     let world = world().await;
     let before_users = world.service_task_definition("microservices", "users").await;
     let before_canary = world.service_task_definition("staging", "users-canary").await;
@@ -219,7 +219,7 @@ async fn a_push_rolls_out_only_to_services_that_track_it_and_changes_only_the_im
 
 #[tokio::test]
 async fn the_same_event_three_times_makes_exactly_one_revision() {
-    let _serial = serial();
+    let _serial = serial().await;
     let world = world().await;
     let lambda = Lambda::start("deploy-on-push", &[]);
     let b = world.push_image("users", &["latest"], "arm64", "again").await;
@@ -236,7 +236,7 @@ async fn the_same_event_three_times_makes_exactly_one_revision() {
 
 #[tokio::test]
 async fn an_older_push_delivered_after_a_newer_one_is_skipped() {
-    let _serial = serial();
+    let _serial = serial().await;
     let world = world().await;
     // users follows every tag, so the older image's own tag is tracked too.
     let arn = "arn:aws:ecs:us-east-1:123456789012:service/microservices/users";
@@ -262,7 +262,7 @@ async fn an_older_push_delivered_after_a_newer_one_is_skipped() {
 
 #[tokio::test]
 async fn an_amd64_only_index_is_refused_for_an_arm64_service() {
-    let _serial = serial();
+    let _serial = serial().await;
     let world = world().await;
     let lambda = Lambda::start("deploy-on-push", &[]);
     let before = world.service_task_definition("microservices", "users").await;
@@ -287,7 +287,7 @@ async fn an_amd64_only_index_is_refused_for_an_arm64_service() {
 
 #[tokio::test]
 async fn dry_run_reports_the_exact_change_and_writes_nothing() {
-    let _serial = serial();
+    let _serial = serial().await;
     let world = world().await;
     let b = world.push_image("users", &["latest"], "arm64", "dry").await;
     let before = world.service_task_definition("microservices", "users").await;
@@ -309,7 +309,7 @@ async fn dry_run_reports_the_exact_change_and_writes_nothing() {
 
 #[tokio::test]
 async fn malformed_and_ignored_events_make_no_writes() {
-    let _serial = serial();
+    let _serial = serial().await;
     let world = world().await;
     let lambda = Lambda::start("deploy-on-push", &[]);
     let mut bad_digest = event("deploy-on-push-push.json");
@@ -356,7 +356,7 @@ async fn arm64_release_bootstrap_rolls_a_push_out_under_qemu() {
     };
     let bootstrap = std::path::PathBuf::from(dir).join("deploy-on-push/bootstrap");
     assert!(bootstrap.exists(), "{} is missing: run `make arm64`", bootstrap.display());
-    let _serial = serial();
+    let _serial = serial().await;
     let world = world().await;
     let lambda = Lambda::start_arm64(&bootstrap, "deploy-on-push", &[]);
     let b = world.push_image("users", &["latest"], "arm64", "qemu").await;

@@ -18,7 +18,7 @@ fn strings(v: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn schedule_sweep_creates_every_group_with_retention_and_tags() {
-    let _serial = serial();
+    let _serial = serial().await;
     // GIVEN the tutorial's cluster, whose task definitions name groups that do not exist
     let world = tutorial().await;
     assert!(world.log_group_names().await.is_empty());
@@ -58,7 +58,7 @@ async fn schedule_sweep_creates_every_group_with_retention_and_tags() {
 
 #[tokio::test]
 async fn create_service_event_ensures_both_groups_of_a_two_container_task() {
-    let _serial = serial();
+    let _serial = serial().await;
     let world = tutorial().await;
     let lambda = Lambda::start("log-groups", &[]);
     // WHEN ECS reports CreateService for `threads` (app + Envoy sidecar)
@@ -74,7 +74,7 @@ async fn create_service_event_ensures_both_groups_of_a_two_container_task() {
 
 #[tokio::test]
 async fn existing_retention_is_kept_and_never_expiring_groups_get_one() {
-    let _serial = serial();
+    let _serial = serial().await;
     let world = tutorial().await;
     // GIVEN /ecs/users already keeps logs ten years, /ecs/posts never expires
     world.create_log_group("/ecs/users", Some(3653), &[("owner", "audit")]).await;
@@ -98,7 +98,7 @@ async fn existing_retention_is_kept_and_never_expiring_groups_get_one() {
 
 #[tokio::test]
 async fn group_tagged_manual_is_untouched() {
-    let _serial = serial();
+    let _serial = serial().await;
     let world = tutorial().await;
     world.create_log_group("/ecs/posts", None, &[("autopilot:retention", "manual")]).await;
     let before = world.log_group("/ecs/posts").await;
@@ -114,7 +114,7 @@ async fn group_tagged_manual_is_untouched() {
 
 #[tokio::test]
 async fn dry_run_reports_the_plan_and_writes_nothing() {
-    let _serial = serial();
+    let _serial = serial().await;
     let world = tutorial().await;
     world.create_log_group("/ecs/posts", None, &[]).await;
     // The payload's dryRun, and DRY_RUN=true with the schedule, both only report.
@@ -136,7 +136,7 @@ async fn dry_run_reports_the_plan_and_writes_nothing() {
 
 #[tokio::test]
 async fn malformed_and_unexpected_events_get_a_clear_error_and_no_writes() {
-    let _serial = serial();
+    let _serial = serial().await;
     let world = tutorial().await;
     let lambda = Lambda::start("log-groups", &[]);
     let mut wrong_source = event("log-groups-create-service.json");
@@ -165,7 +165,7 @@ async fn malformed_and_unexpected_events_get_a_clear_error_and_no_writes() {
 
 #[tokio::test]
 async fn invalid_retention_stops_the_cold_start_and_names_the_variable() {
-    let _serial = serial();
+    let _serial = serial().await;
     let world = tutorial().await;
     let mut lambda = Lambda::start("log-groups", &[("LOG_RETENTION_DAYS", "2")]);
     assert!(lambda.wait_for_exit(std::time::Duration::from_secs(30)), "function kept running");
@@ -176,7 +176,7 @@ async fn invalid_retention_stops_the_cold_start_and_names_the_variable() {
 
 #[tokio::test]
 async fn kms_key_and_other_region_groups() {
-    let _serial = serial();
+    let _serial = serial().await;
     moto().reset();
     let world = World::new().await;
     world.cluster(CLUSTER).await;
@@ -208,7 +208,7 @@ async fn arm64_release_bootstrap_does_the_sweep_under_qemu() {
     };
     let bootstrap = std::path::PathBuf::from(dir).join("log-groups/bootstrap");
     assert!(bootstrap.exists(), "{} is missing: run `make arm64`", bootstrap.display());
-    let _serial = serial();
+    let _serial = serial().await;
     let world = tutorial().await;
     let lambda = Lambda::start_arm64(&bootstrap, "log-groups", &[("LOG_RETENTION_DAYS", "1")]);
     let report = lambda.invoke(&event("log-groups-schedule.json")).expect("sweep under qemu");

@@ -67,7 +67,7 @@ fn strings(v: &Value) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn the_default_policy_deletes_exactly_the_old_untagged_images_not_in_use() {
-    let _serial = serial();
+    let _serial = serial().await;
     let r = registry().await;
     let before = digests(&r.world, "users").await;
     assert_eq!(before.len(), 8);
@@ -119,7 +119,7 @@ async fn the_default_policy_deletes_exactly_the_old_untagged_images_not_in_use()
 
 #[tokio::test]
 async fn moto_would_delete_a_child_so_the_planner_must_not() {
-    let _serial = serial();
+    let _serial = serial().await;
     let r = registry().await;
     // moto accepts deleting a child of a tagged index (real ECR refuses)...
     r.world.repository("scratch").await;
@@ -147,7 +147,7 @@ async fn moto_would_delete_a_child_so_the_planner_must_not() {
 
 #[tokio::test]
 async fn dry_runs_and_opt_outs_delete_nothing() {
-    let _serial = serial();
+    let _serial = serial().await;
     let r = registry().await;
     let before = digests(&r.world, "users").await;
     let by_env = Lambda::start("prune-images", &[("DRY_RUN", "true")]);
@@ -184,7 +184,7 @@ async fn dry_runs_and_opt_outs_delete_nothing() {
 
 #[tokio::test]
 async fn malformed_policies_and_payloads_are_rejected_and_nothing_is_deleted() {
-    let _serial = serial();
+    let _serial = serial().await;
     let r = registry().await;
     let before = digests(&r.world, "users").await;
     let lambda = Lambda::start("prune-images", &[]);

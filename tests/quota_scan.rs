@@ -48,7 +48,7 @@ fn checked_emf(lambda: &Lambda) -> Vec<Value> {
 
 #[tokio::test]
 async fn index_rows_are_not_double_counted_and_statuses_follow_the_thresholds() {
-    let _serial = serial();
+    let _serial = serial().await;
     registry().await;
     // 5 * 1469 = 7345 bytes stored; users has 5 rows; quota 10,000 bytes, 5 images.
     let lambda = Lambda::start(
@@ -93,7 +93,7 @@ async fn index_rows_are_not_double_counted_and_statuses_follow_the_thresholds() 
 
 #[tokio::test]
 async fn deduplicated_bytes_count_each_layer_once() {
-    let _serial = serial();
+    let _serial = serial().await;
     registry().await;
     let lambda = Lambda::start("quota-scan", &[("QUOTA_DEDUPE_LAYERS", "true")]);
     let report = lambda.invoke(&json!({"repositories": ["users"]})).expect("scan");
@@ -105,7 +105,7 @@ async fn deduplicated_bytes_count_each_layer_once() {
 
 #[tokio::test]
 async fn zero_repositories() {
-    let _serial = serial();
+    let _serial = serial().await;
     enable_fake_clock();
     moto().reset();
     let lambda = Lambda::start("quota-scan", &[]);
@@ -120,7 +120,7 @@ async fn zero_repositories() {
 
 #[tokio::test]
 async fn bad_input_and_bad_configuration() {
-    let _serial = serial();
+    let _serial = serial().await;
     registry().await;
     let lambda = Lambda::start("quota-scan", &[]);
     for (payload, expected) in [
