@@ -200,7 +200,7 @@ pub fn plan_service(
     let Some(pushed) = &facts.pushed else {
         return skip(plan, format!("image {} is no longer in the repository", push.digest));
     };
-    if !pushed.tags.iter().any(|t| *t == push.tag) {
+    if !pushed.tags.contains(&push.tag) {
         return skip(plan, format!("stale event: tag {:?} now points to another image", push.tag));
     }
     if accepted.iter().all(|(_, image, _)| image.digest.as_deref() == Some(push.digest.as_str())) {

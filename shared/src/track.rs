@@ -132,7 +132,7 @@ mod tests {
     #[test]
     fn display_round_trips() {
         for policy in ["latest", "glob:release-*", "semver:^1", "regex:main-.*"] {
-            assert_eq!(Track::parse(policy).expect("valid").to_string(), policy.replace("semver:^1", "semver:^1"));
+            assert_eq!(Track::parse(policy).expect("valid").to_string(), policy);
         }
     }
 }
