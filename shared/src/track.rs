@@ -8,10 +8,18 @@
 //! | `regex:<re>` | tags the whole of which match the regular expression |
 
 use globset::{Glob, GlobMatcher};
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 use semver::{Version, VersionReq};
 
 use crate::image_ref::is_valid_tag;
+
+/// The longest `regex:` pattern accepted, in characters.
+pub const MAX_REGEX_LEN: usize = 256;
+/// The most heap a compiled `regex:` pattern may use (the regex crate's
+/// `size_limit`, in bytes). Matching is linear in the tag's length whatever
+/// the pattern (the regex crate has no backtracking), so a pattern's cost is
+/// bounded by its compiled size, and this bounds that.
+pub const MAX_REGEX_COMPILED_BYTES: usize = 64 * 1024;
 
 #[derive(Clone, Debug)]
 pub enum Track {
@@ -34,8 +42,7 @@ impl Track {
             return Ok(Track::Semver(req));
         }
         if let Some(re) = value.strip_prefix("regex:") {
-            let anchored = Regex::new(&format!("^(?:{re})$")).map_err(|e| format!("invalid regex {re:?}: {e}"))?;
-            return Ok(Track::Regex(anchored));
+            return regex(re).map(Track::Regex);
         }
         if is_valid_tag(value) {
             Ok(Track::Exact(value.to_string()))
@@ -70,6 +77,24 @@ impl std::fmt::Display for Track {
             }
         }
     }
+}
+
+/// A `regex:` pattern, anchored so that it must match the whole tag. The
+/// pattern must be a regular expression on its own first: wrapped blindly,
+/// `x)|(.*` would close our group early and match every tag.
+fn regex(pattern: &str) -> Result<Regex, String> {
+    let length = pattern.chars().count();
+    if length > MAX_REGEX_LEN {
+        return Err(format!("regex is {length} characters long; at most {MAX_REGEX_LEN} are allowed"));
+    }
+    let compile = |text: &str| {
+        RegexBuilder::new(text)
+            .size_limit(MAX_REGEX_COMPILED_BYTES)
+            .build()
+            .map_err(|e| format!("invalid regex {pattern:?}: {e}"))
+    };
+    compile(pattern)?;
+    compile(&format!("^(?:{pattern})$"))
 }
 
 /// A tag as a semantic version: `1.2.3`, `v1.2.3`, `1.2.3-rc.1`.
@@ -113,6 +138,39 @@ mod tests {
         assert!(accepts("regex:main-[0-9a-f]{7}", "main-abc1234"));
         assert!(!accepts("regex:main-[0-9a-f]{7}", "xmain-abc1234"));
         assert!(!accepts("regex:main-[0-9a-f]{7}", "main-abc12345"));
+    }
+
+    #[test]
+    fn an_alternation_stays_inside_the_anchors() {
+        assert!(accepts("regex:main|release", "main"));
+        assert!(accepts("regex:main|release", "release"));
+        assert!(!accepts("regex:main|release", "main-1"), "both branches are anchored");
+        assert!(!accepts("regex:main|release", "xrelease"));
+    }
+
+    #[test]
+    fn a_pattern_that_would_escape_the_anchoring_is_refused() {
+        for escape in ["x)|(.*", ".*)|(?:", "a)(b"] {
+            let err = Track::parse(&format!("regex:{escape}")).expect_err(escape);
+            assert!(err.starts_with("invalid regex"), "{escape}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_pattern_longer_than_the_limit_is_refused() {
+        let at_limit = "a".repeat(MAX_REGEX_LEN);
+        assert!(Track::parse(&format!("regex:{at_limit}")).is_ok());
+        let err = Track::parse(&format!("regex:{at_limit}a")).expect_err("too long");
+        assert_eq!(err, format!("regex is {} characters long; at most 256 are allowed", MAX_REGEX_LEN + 1));
+    }
+
+    #[test]
+    fn a_pattern_whose_compiled_size_exceeds_the_limit_is_refused() {
+        // short, but each counted repetition multiplies the program's size
+        let huge = "(?:[a-z0-9]{100}){100}";
+        assert!(huge.len() <= MAX_REGEX_LEN);
+        let err = Track::parse(&format!("regex:{huge}")).expect_err("too big compiled");
+        assert!(err.starts_with("invalid regex") && err.contains("size limit"), "{err}");
     }
 
     #[test]

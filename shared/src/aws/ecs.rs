@@ -1,7 +1,7 @@
 //! ECS adapter: [`EcsRead`] on `aws-sdk-ecs`, paginated with the SDK's
 //! paginators.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -24,9 +24,40 @@ pub const DESCRIBE_SERVICES_BATCH: usize = 10;
 /// DescribeTasks takes at most this many tasks per call.
 pub const DESCRIBE_TASKS_BATCH: usize = 100;
 
+/// How many described task definitions the adapter keeps for
+/// RegisterTaskDefinition to copy from. A warm container lives for many
+/// invocations and every deploy makes a new revision, so the cache is bounded:
+/// past this size the oldest entry goes (a miss only costs one more
+/// DescribeTaskDefinition).
+pub const DESCRIBED_CACHE_SIZE: usize = 256;
+
 pub struct EcsAdapter {
     client: Client,
-    described: Mutex<HashMap<String, FullTaskDefinition>>,
+    described: Mutex<Described>,
+}
+
+/// The bounded cache of full task definitions, oldest first out.
+#[derive(Default)]
+struct Described {
+    entries: HashMap<String, FullTaskDefinition>,
+    order: VecDeque<String>,
+}
+
+impl Described {
+    fn get(&self, arn: &str) -> Option<FullTaskDefinition> {
+        self.entries.get(arn).cloned()
+    }
+
+    fn insert(&mut self, arn: String, full: FullTaskDefinition) {
+        if self.entries.insert(arn.clone(), full).is_none() {
+            self.order.push_back(arn);
+        }
+        while self.order.len() > DESCRIBED_CACHE_SIZE {
+            if let Some(oldest) = self.order.pop_front() {
+                self.entries.remove(&oldest);
+            }
+        }
+    }
 }
 
 impl EcsAdapter {
@@ -36,7 +67,7 @@ impl EcsAdapter {
     }
 
     pub fn from_client(client: Client) -> Self {
-        EcsAdapter { client, described: Mutex::new(HashMap::new()) }
+        EcsAdapter { client, described: Mutex::new(Described::default()) }
     }
 }
 
@@ -150,12 +181,12 @@ impl EcsWrite for EcsAdapter {
         images: &BTreeMap<String, String>,
         tags: &Tags,
     ) -> Result<TaskDefinition, AwsError> {
-        let cached = self.described.lock().ok().and_then(|c| c.get(source).cloned());
+        let cached = self.described.lock().ok().and_then(|c| c.get(source));
         let (td, old_tags) = match cached {
             Some(full) => full,
             None => {
                 self.describe_task_definition(source).await?;
-                self.described.lock().ok().and_then(|c| c.get(source).cloned()).ok_or_else(|| {
+                self.described.lock().ok().and_then(|c| c.get(source)).ok_or_else(|| {
                     AwsError::unexpected("DescribeTaskDefinition", format!("{source} could not be read back"))
                 })?
             }
@@ -381,5 +412,22 @@ mod tests {
         let error = adapter(&[&rule]).list_services("nope").await.expect_err("missing");
         assert!(error.code_is("ClusterNotFoundException"));
         assert!(!error.retryable);
+    }
+
+    /// A warm container deploys many revisions; the cache of described task
+    /// definitions must not grow with each (issue: memory in warm containers).
+    #[test]
+    fn the_described_cache_is_bounded_and_drops_the_oldest() {
+        let mut cache = Described::default();
+        let full = || (aws_sdk_ecs::types::TaskDefinition::builder().build(), Vec::new());
+        for n in 0..DESCRIBED_CACHE_SIZE + 50 {
+            cache.insert(format!("users:{n}"), full());
+        }
+        // the same key again is no new entry
+        cache.insert(format!("users:{}", DESCRIBED_CACHE_SIZE + 49), full());
+        assert_eq!(cache.entries.len(), DESCRIBED_CACHE_SIZE);
+        assert_eq!(cache.order.len(), DESCRIBED_CACHE_SIZE);
+        assert!(cache.get("users:0").is_none() && cache.get("users:49").is_none());
+        assert!(cache.get("users:50").is_some());
     }
 }
