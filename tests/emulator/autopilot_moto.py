@@ -38,6 +38,9 @@ ECS
   CODE_DEPLOY wording is ECS's; the EXTERNAL wording is ours). On ECS services
   the service's ``taskDefinition`` is stored as the full ARN (moto kept the
   string as given) and the PRIMARY entry of ``deployments`` names it.
+- Tasks (``RunTask``, ``StartTask``, task sets) list one container per
+  container definition (moto listed only the first), each with the
+  ``imageDigest`` its image resolved to when the task started, as above.
 - ``ListTaskDefinitions`` sorts by family then revision and honours
   ``sort=DESC``, and ``maxResults``/``nextToken`` when ``maxResults`` is given.
 
@@ -137,6 +140,11 @@ _READY = threading.Event()
 _SETTINGS: dict[str, str] = {"new_deployment_status": "SUCCESSFUL"}
 _RNG = secrets.SystemRandom()
 _COUNTER = [0]
+
+
+def _uuid() -> str:
+    value = "%032x" % _RNG.getrandbits(128)
+    return f"{value[:8]}-{value[8:12]}-4{value[13:16]}-a{value[17:20]}-{value[20:]}"
 
 
 def _now() -> datetime:
@@ -634,6 +642,36 @@ def _install_ecs() -> None:
 
     backend_cls.create_service = create_service
     backend_cls.update_service = update_service
+
+    # A task has one container per container definition, each with the digest
+    # its image resolved to when the task started (moto kept only the first
+    # container, without a digest). The extra containers take their ids from
+    # our own random source, so moto's seeded stream is drawn as before.
+    task_cls = ecs_models.Task
+    original_task_init = task_cls.__init__
+
+    def task_init(self: Any, cluster: Any, task_definition: Any, *args: Any, **kwargs: Any) -> None:
+        original_task_init(self, cluster, task_definition, *args, **kwargs)
+        first = self.containers[0]
+        containers = []
+        for index, definition in enumerate(task_definition.container_definitions):
+            container = first if index == 0 else copy.copy(first)
+            if index:
+                container.__dict__.pop("image_digest", None)
+                container.container_arn = f"{task_definition.arn}/{_uuid()}"
+                container.name = definition.get("name")
+                container.image = definition.get("image")
+                container.cpu = definition.get("cpu", 0)
+                container.memory = definition.get("memory")
+                container.environment = definition.get("environment")
+                container.command = definition.get("command")
+            digest = _resolve_image_digest(container.image)
+            if digest:
+                container.image_digest = digest
+            containers.append(container)
+        self.containers = containers
+
+    task_cls.__init__ = task_init
 
     def list_service_deployments(self: Any) -> ActionResult:
         cluster_str = self._get_param("cluster") or "default"

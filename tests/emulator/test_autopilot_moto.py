@@ -142,6 +142,38 @@ class ScheduledEcsTargets(unittest.TestCase):
         self.assertEqual(got["Target"]["EcsParameters"]["TaskDefinitionArn"], self.TD)
 
 
+class RunningTasks(unittest.TestCase):
+    def test_every_container_of_a_task_reports_the_digest_it_started_from(self):
+        ecr, ecs, ec2 = client("ecr"), client("ecs"), client("ec2")
+        ecr.create_repository(repositoryName="jobs")
+        started = push(ecr, "jobs", "latest", "job-1")
+        ecs.create_cluster(clusterName="batch")
+        td = ecs.register_task_definition(
+            family="job",
+            requiresCompatibilities=["FARGATE"],
+            networkMode="awsvpc",
+            cpu="256",
+            memory="512",
+            containerDefinitions=[
+                {"name": "job", "image": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/jobs:latest", "memory": 128},
+                {"name": "sidecar", "image": "busybox:1.36", "memory": 64},
+            ],
+        )["taskDefinition"]["taskDefinitionArn"]
+        network = {
+            "awsvpcConfiguration": {
+                "subnets": [ec2.describe_subnets()["Subnets"][0]["SubnetId"]],
+                "securityGroups": [ec2.describe_security_groups()["SecurityGroups"][0]["GroupId"]],
+            }
+        }
+        arn = ecs.run_task(cluster="batch", taskDefinition=td, launchType="FARGATE", networkConfiguration=network)[
+            "tasks"
+        ][0]["taskArn"]
+        push(ecr, "jobs", "latest", "job-2")  # the tag moves on; the task keeps what it pulled
+        containers = ecs.describe_tasks(cluster="batch", tasks=[arn])["tasks"][0]["containers"]
+        self.assertEqual([(c["name"], c.get("imageDigest")) for c in containers], [("job", started), ("sidecar", None)])
+        self.assertEqual(len({c["containerArn"] for c in containers}), 2)
+
+
 class ExternalTaskSets(unittest.TestCase):
     def test_task_sets_of_an_external_service_describe_their_task_definition(self):
         ecs = client("ecs")
