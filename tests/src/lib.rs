@@ -1,8 +1,11 @@
 //! The end-to-end harness: the real function binaries, served by cargo-lambda's
 //! local Lambda Runtime API, calling moto server as the local AWS.
 //!
-//! - [`moto`] starts one moto server per test binary, on a free loopback port,
-//!   and a watchdog stops it by pid when the test process exits.
+//! - [`moto`] starts one local AWS per test binary, on a free loopback port,
+//!   and a watchdog stops it by pid when the test process exits. It is moto
+//!   server plus the operations moto lacks (`tests/emulator/autopilot_moto.py`,
+//!   whose docstring lists them and their test-only endpoints); the helpers on
+//!   [`Moto`] drive those endpoints.
 //! - [`Lambda`] starts `cargo lambda watch --only-lambda-apis` and one function
 //!   binary behind it, both stopped (by process group) when dropped.
 //! - [`world`] builds the tutorial-like ECS world the tests and the demo use.
@@ -39,7 +42,7 @@ pub fn tools_bin() -> PathBuf {
     });
     let bin = venv.join("bin");
     assert!(
-        bin.join("moto_server").exists() && bin.join("cargo-lambda").exists(),
+        bin.join("python").exists() && bin.join("moto_server").exists() && bin.join("cargo-lambda").exists(),
         "tools missing in {}: run `make setup` (scripts/setup.sh) first",
         venv.display()
     );
@@ -171,8 +174,10 @@ impl Moto {
             ]);
             file
         });
+        let launcher = workspace_root().join("tests/emulator/autopilot_moto.py");
+        let launcher = launcher.to_str().expect("utf-8 path");
         let child =
-            spawn_guarded(&tools_bin().join("moto_server"), &["-H", "127.0.0.1", "-p", &port_text], &envs, &log);
+            spawn_guarded(&tools_bin().join("python"), &[launcher, "-H", "127.0.0.1", "-p", &port_text], &envs, &log);
         let endpoint = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(60);
         while ureq::get(format!("{endpoint}/moto-api/")).call().is_err() {
@@ -191,6 +196,85 @@ impl Moto {
     /// Clears all state.
     pub fn reset(&self) {
         ureq::post(format!("{}/moto-api/reset", self.endpoint)).send_empty().expect("moto reset");
+    }
+
+    /// Registers a blob (an image config, a layer) in `repository` of
+    /// [`REGION`], so `GetDownloadUrlForLayer` finds it and its URL serves
+    /// `bytes`. Returns its digest (the sha256 of `bytes`).
+    pub fn put_blob(&self, repository: &str, bytes: &[u8]) -> String {
+        self.put_blob_with(REGION, repository, None, bytes, None)
+    }
+
+    /// [`Moto::put_blob`] in full: any region, a `digest` that need not match
+    /// the bytes, and a `fail_status` (e.g. 503) that the download URL answers
+    /// instead of the bytes.
+    pub fn put_blob_with(
+        &self,
+        region: &str,
+        repository: &str,
+        digest: Option<&str>,
+        bytes: &[u8],
+        fail_status: Option<u16>,
+    ) -> String {
+        let mut request = ureq::put(format!("{}/autopilot-api/ecr/blobs", self.endpoint))
+            .query("repository", repository)
+            .query("region", region);
+        if let Some(digest) = digest {
+            request = request.query("digest", digest);
+        }
+        if let Some(status) = fail_status {
+            request = request.query("status", status.to_string());
+        }
+        let mut response = request.send(bytes).unwrap_or_else(|e| panic!("put_blob {repository}: {e}"));
+        let body: Value = response.body_mut().read_json().expect("put_blob response");
+        body["digest"].as_str().expect("digest").to_string()
+    }
+
+    /// Sets a service deployment's status (`SUCCESSFUL`, `IN_PROGRESS`,
+    /// `ROLLBACK_SUCCESSFUL`, `ROLLBACK_FAILED`, `STOPPED`, ...), as a rollout
+    /// ending would; returns the deployment as DescribeServiceDeployments
+    /// shows it (times in epoch seconds).
+    pub fn set_deployment_status(&self, service_deployment_arn: &str, status: &str, reason: Option<&str>) -> Value {
+        self.autopilot_post(
+            "ecs/service-deployments/status",
+            &serde_json::json!({"serviceDeploymentArn": service_deployment_arn, "status": status, "statusReason": reason}),
+        )
+    }
+
+    /// [`Moto::set_deployment_status`] on the newest deployment of `service`.
+    pub fn set_latest_deployment_status(&self, region: &str, cluster: &str, service: &str, status: &str) -> Value {
+        self.autopilot_post(
+            "ecs/service-deployments/status",
+            &serde_json::json!({"region": region, "cluster": cluster, "service": service, "status": status}),
+        )
+    }
+
+    /// The status every later service deployment starts in: `SUCCESSFUL` (the
+    /// default, restored by [`Moto::reset`]), or e.g. `IN_PROGRESS` to end the
+    /// rollout later with [`Moto::set_deployment_status`].
+    pub fn set_new_deployment_status(&self, status: &str) {
+        self.autopilot_post("ecs/new-deployment-status", &serde_json::json!({"status": status}));
+    }
+
+    /// Sets an image's `imageStatus` (`ACTIVE`, `ARCHIVED`, `ACTIVATING`), e.g.
+    /// to finish an activation that `UpdateImageStorageClass` started.
+    pub fn set_image_status(&self, region: &str, repository: &str, digest: &str, status: &str) {
+        self.autopilot_post(
+            "ecr/image-status",
+            &serde_json::json!({"region": region, "repositoryName": repository, "imageDigest": digest, "imageStatus": status}),
+        );
+    }
+
+    fn autopilot_post(&self, path: &str, body: &Value) -> Value {
+        let config = ureq::Agent::config_builder().http_status_as_error(false).build();
+        let mut response = ureq::Agent::new_with_config(config)
+            .post(format!("{}/autopilot-api/{path}", self.endpoint))
+            .send_json(body)
+            .unwrap_or_else(|e| panic!("/autopilot-api/{path}: {e}"));
+        let status = response.status();
+        let value: Value = response.body_mut().read_json().unwrap_or(Value::Null);
+        assert!(status.is_success(), "/autopilot-api/{path} {body}: {status} {value}");
+        value
     }
 
     /// The environment a function needs to call this moto.

@@ -31,6 +31,7 @@ pub struct World {
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 
 /// A pushed manifest: its digest (sha256 of its bytes, as ECR computes it),
 /// size and platform.
@@ -181,6 +182,30 @@ impl World {
             .expect("create_service");
     }
 
+    /// A service with the given deployment controller (`ECS`, `CODE_DEPLOY`,
+    /// `EXTERNAL`). EXTERNAL services take no task definition: pass `None`
+    /// and add task sets.
+    pub async fn service_with_controller(
+        &self,
+        cluster: &str,
+        name: &str,
+        task_definition: Option<&str>,
+        controller: aws_sdk_ecs::types::DeploymentControllerType,
+    ) {
+        self.ecs
+            .create_service()
+            .cluster(cluster)
+            .service_name(name)
+            .set_task_definition(task_definition.map(String::from))
+            .desired_count(1)
+            .deployment_controller(
+                aws_sdk_ecs::types::DeploymentController::builder().r#type(controller).build().expect("controller"),
+            )
+            .send()
+            .await
+            .expect("create_service");
+    }
+
     /// The task definition a service runs now, as moto stores it.
     pub async fn service_task_definition(&self, cluster: &str, service: &str) -> String {
         let out = self.ecs.describe_services().cluster(cluster).services(service).send().await.expect("describe");
@@ -241,6 +266,76 @@ impl World {
             if i == 0 {
                 digest = pushed;
             }
+        }
+        if tags.is_empty() {
+            digest = self.put(repository, &manifest, OCI_MANIFEST, None).await;
+        }
+        Pushed { digest, size: manifest.len(), architecture: architecture.into() }
+    }
+
+    /// Pushes a single-platform image whose config blob is real: a JSON image
+    /// config naming `architecture` and `os`, registered with the local AWS so
+    /// `GetDownloadUrlForLayer` serves it. Tagged `tags` (none: untagged).
+    pub async fn push_image_with_config(
+        &self,
+        repository: &str,
+        tags: &[&str],
+        architecture: &str,
+        os: &str,
+        seed: &str,
+    ) -> Pushed {
+        let layer = format!("sha256:{}", hex::encode(Sha256::digest(format!("{repository}/{seed}/layer").as_bytes())));
+        let config = serde_json::json!({
+            "architecture": architecture,
+            "os": os,
+            "config": {"Env": [format!("SEED={seed}")]},
+            "rootfs": {"type": "layers", "diff_ids": [layer]},
+        })
+        .to_string();
+        let config_digest = moto().put_blob(repository, config.as_bytes());
+        self.push_manifest(repository, tags, OCI_CONFIG, &config_digest, config.len(), &layer, architecture).await
+    }
+
+    /// Pushes an OCI artifact (a signature, an SBOM, ...) whose `subject` is
+    /// `subject`, untagged, as cosign and oras do with the referrers API.
+    /// Returns its digest.
+    pub async fn push_referrer(&self, repository: &str, subject: &Pushed, artifact_type: &str, seed: &str) -> String {
+        let blob = format!("sha256:{}", hex::encode(Sha256::digest(format!("{repository}/{seed}/blob").as_bytes())));
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": artifact_type,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2,
+                       "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},
+            "layers": [{"mediaType": "application/octet-stream", "size": 512, "digest": blob}],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": subject.digest, "size": subject.size},
+            "annotations": {"org.opencontainers.image.created": "2026-01-01T00:00:00Z"},
+        })
+        .to_string();
+        self.put(repository, &manifest, OCI_MANIFEST, None).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn push_manifest(
+        &self,
+        repository: &str,
+        tags: &[&str],
+        config_media_type: &str,
+        config_digest: &str,
+        config_size: usize,
+        layer: &str,
+        architecture: &str,
+    ) -> Pushed {
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": config_media_type, "size": config_size, "digest": config_digest},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "size": 3_208_942, "digest": layer}],
+        })
+        .to_string();
+        let mut digest = String::new();
+        for tag in tags {
+            digest = self.put(repository, &manifest, OCI_MANIFEST, Some(tag)).await;
         }
         if tags.is_empty() {
             digest = self.put(repository, &manifest, OCI_MANIFEST, None).await;
