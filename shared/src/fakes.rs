@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
+use crate::lifecycle::StorageClass;
 use crate::model::{Image, LogGroup, Platform, RunningTask, Service, Tags, TaskDefinition};
 use crate::ports::{Created, Deleted, EcrRead, EcsRead, EcsWrite, LogGroupStore, Registry, Repository};
 use crate::prune::RepoImage;
@@ -274,16 +275,21 @@ impl EcrRead for FakeEcr {
 }
 
 /// One ECR repository in memory for prune-images: its images, what its
-/// indexes reference, and per-digest delete failures. Every BatchDeleteImage
-/// call is recorded, so tests can check the order of deletion.
+/// indexes reference, and per-digest failures. Every BatchDeleteImage call
+/// is recorded, so tests can check the order of deletion; every
+/// UpdateImageStorageClass call too, and it changes the image's row as ECR
+/// would (archived now, or activating on a restore).
 #[derive(Default)]
 pub struct FakeRegistry {
     pub repository: String,
     pub images: Mutex<Vec<RepoImage>>,
     pub children: BTreeMap<String, Vec<String>>,
-    /// digest → failure code BatchDeleteImage reports for it.
+    /// digest → failure code BatchDeleteImage reports for it, and the error
+    /// code UpdateImageStorageClass fails with for it.
     pub failing: BTreeMap<String, String>,
     pub delete_calls: Mutex<Vec<Vec<String>>>,
+    /// `(digest, target)` of every UpdateImageStorageClass call, in order.
+    pub storage_class_calls: Mutex<Vec<(String, StorageClass)>>,
 }
 
 #[async_trait]
@@ -311,6 +317,36 @@ impl Registry for FakeRegistry {
 
     async fn manifest_layers(&self, _repository: &str, _digests: &[String]) -> Result<Vec<(String, u64)>, AwsError> {
         Ok(Vec::new())
+    }
+
+    async fn update_storage_class(
+        &self,
+        _repository: &str,
+        digest: &str,
+        target: StorageClass,
+    ) -> Result<StorageClass, AwsError> {
+        lock(&self.storage_class_calls).push((digest.to_string(), target));
+        if let Some(code) = self.failing.get(digest) {
+            return Err(AwsError {
+                operation: "UpdateImageStorageClass",
+                code: Some(code.clone()),
+                message: format!("{digest}: refused by the fake"),
+                retryable: false,
+                source: None,
+            });
+        }
+        let mut images = lock(&self.images);
+        let Some(image) = images.iter_mut().find(|i| i.digest == digest) else {
+            return Err(not_found("UpdateImageStorageClass", "ImageNotFoundException", digest));
+        };
+        image.storage_class = match target {
+            StorageClass::Archive => StorageClass::Archive,
+            // a restore takes a while: ECR reports ACTIVATING first
+            StorageClass::Standard if image.storage_class == StorageClass::Archive => StorageClass::Activating,
+            StorageClass::Standard => StorageClass::Standard,
+            StorageClass::Activating => return Err(denied("UpdateImageStorageClass", "target activating")),
+        };
+        Ok(image.storage_class)
     }
 
     async fn delete(&self, _repository: &str, digests: &[String]) -> Result<Deleted, AwsError> {

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 
 use std::collections::BTreeMap;
 
+use crate::lifecycle::StorageClass;
 use crate::model::{Image, LogGroup, Platform, RunningTask, Service, Tags, TaskDefinition};
 use crate::prune::RepoImage;
 use crate::AwsError;
@@ -123,4 +124,18 @@ pub trait Registry: Send + Sync {
 
     /// BatchDeleteImage by digest, at most 100 a call.
     async fn delete(&self, repository: &str, digests: &[String]) -> Result<Deleted, AwsError>;
+
+    /// UpdateImageStorageClass: moves one image to `target`
+    /// ([`StorageClass::Archive`], or back to [`StorageClass::Standard`]).
+    /// Returns where the image is after the call: `Archive`, `Standard`, or
+    /// `Activating` while a restore is under way. One image per call (the
+    /// API has no batch form); a refusal (`ImageNotFoundException`,
+    /// `ImageStorageClassUpdateNotSupportedException`, …) is an error whose
+    /// `code` names it.
+    async fn update_storage_class(
+        &self,
+        repository: &str,
+        digest: &str,
+        target: StorageClass,
+    ) -> Result<StorageClass, AwsError>;
 }

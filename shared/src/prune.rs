@@ -1,7 +1,9 @@
-//! The prune planner: what a lifecycle policy expires in one repository, what
-//! must be kept whatever the policy says, and the order of deletion. Pure.
+//! The prune planner: what a lifecycle policy expires or archives in one
+//! repository, what must be kept whatever the policy says, and the order of
+//! deletion. Pure.
 //!
-//! Protected, and so never deleted:
+//! Protected, and so never deleted nor archived (an archived image cannot be
+//! pulled, so archiving what is in use breaks it as surely as deleting it):
 //! - digests an ECS service deployment or a running task uses, including
 //!   those a task definition names by tag (resolved to the digest the tag
 //!   points at now) — since mid-2024 ECS pins the digest a tag resolved to,
@@ -14,12 +16,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::image_ref::ImageRef;
-use crate::lifecycle::{Candidate, Policy};
+use crate::lifecycle::{Action, Candidate, Policy, StorageClass};
 
 pub const TAG_PRUNE: &str = "autopilot:prune";
 
-/// One image row of a repository, as DescribeImages reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One image row of a repository, as DescribeImages reports it (archived
+/// images included). Times are seconds since the epoch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RepoImage {
     pub digest: String,
     pub tags: Vec<String>,
@@ -27,11 +30,36 @@ pub struct RepoImage {
     pub last_pulled_at: Option<i64>,
     pub size_bytes: Option<i64>,
     pub media_type: Option<String>,
+    /// From `imageStatus`: ACTIVE is standard, ARCHIVED is archive.
+    pub storage_class: StorageClass,
+    /// `lastArchivedAt`: when it last moved to archive.
+    pub archived_at: Option<i64>,
+    /// `lastActivatedAt`: when it was last restored from archive.
+    pub activated_at: Option<i64>,
 }
 
 impl RepoImage {
     pub fn is_index(&self) -> bool {
-        self.media_type.as_deref().is_some_and(crate::aws::ecr::is_index_media_type)
+        self.media_type.as_deref().is_some_and(crate::media::is_index_media_type)
+    }
+
+    /// In ECR's archive storage class: listed and described, but not
+    /// pullable, so BatchGetImage cannot read it.
+    pub fn is_archived(&self) -> bool {
+        self.storage_class == StorageClass::Archive
+    }
+
+    /// What a lifecycle rule sees of this image.
+    pub fn candidate(&self) -> Candidate {
+        Candidate {
+            digest: self.digest.clone(),
+            tags: self.tags.clone(),
+            pushed_at: self.pushed_at,
+            last_pulled_at: self.last_pulled_at,
+            storage_class: self.storage_class,
+            archived_at: self.archived_at,
+            activated_at: self.activated_at,
+        }
     }
 }
 
@@ -63,13 +91,25 @@ pub struct Protected {
     /// The rule that would have expired it, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expired_by_rule: Option<u32>,
+    /// The rule that would have archived it, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transitioned_by_rule: Option<u32>,
 }
 
+/// Added to the reason of a protected image that a rule would have archived.
+pub const NOT_ARCHIVED: &str = "not archived either: an archived image cannot be pulled";
+
+/// One repository's plan. Apply order: `delete_indexes`, then
+/// `delete_images`, then `transition_images`; an image whose index in
+/// `index_children` failed to delete is neither deleted nor archived (ECR
+/// refuses to expire or archive an image a manifest list still references).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PrunePlan {
     pub images_seen: usize,
     /// Rule priority → images it expired (protected ones included).
     pub expired_by_rule: BTreeMap<u32, usize>,
+    /// Rule priority → images it archived (protected ones included).
+    pub transitioned_by_rule: BTreeMap<u32, usize>,
     pub protected: Vec<Protected>,
     /// Untagged indexes to delete first, so their children are no longer referenced.
     pub delete_indexes: Vec<String>,
@@ -78,14 +118,24 @@ pub struct PrunePlan {
     pub index_children: BTreeMap<String, Vec<String>>,
     /// Everything else to delete, after the indexes.
     pub delete_images: Vec<String>,
-    /// Set when the safety brake stopped every deletion in this repository.
+    /// Standard images to move to archive (UpdateImageStorageClass with
+    /// target archive), after the deletions. None is protected.
+    pub transition_images: Vec<String>,
+    /// Set when the safety brake stopped every deletion and transition in
+    /// this repository.
     pub brake: Option<String>,
     pub bytes_to_reclaim: i64,
+    /// Bytes that move from standard to archive storage.
+    pub bytes_to_archive: i64,
 }
 
 impl PrunePlan {
     pub fn deletions(&self) -> usize {
         self.delete_indexes.len() + self.delete_images.len()
+    }
+
+    pub fn transitions(&self) -> usize {
+        self.transition_images.len()
     }
 }
 
@@ -133,25 +183,20 @@ pub fn plan(
     now: i64,
     max_delete_percent: u32,
 ) -> PrunePlan {
-    let candidates: Vec<Candidate> = images
-        .iter()
-        .map(|i| Candidate {
-            digest: i.digest.clone(),
-            tags: i.tags.clone(),
-            pushed_at: i.pushed_at,
-            last_pulled_at: i.last_pulled_at,
-        })
-        .collect();
-    let expired = policy.expired(&candidates, now);
+    let candidates: Vec<Candidate> = images.iter().map(RepoImage::candidate).collect();
+    let decisions = policy.evaluate(&candidates, now);
+    let expired: BTreeMap<&str, u32> =
+        decisions.iter().filter(|(_, d)| d.action == Action::Expire).map(|(k, d)| (k.as_str(), d.rule)).collect();
     let by_digest: BTreeMap<&str, &RepoImage> = images.iter().map(|i| (i.digest.as_str(), i)).collect();
 
     // Protection: what ECS uses, then the children of every index that is
-    // kept (not expired, or protected), to a fixed point for nested indexes.
+    // kept (not expired, or protected; an index being archived is kept), to
+    // a fixed point for nested indexes.
     let mut reasons: BTreeMap<String, String> = in_use.clone();
     loop {
         let mut added = false;
         for (index, kids) in children {
-            let kept = !expired.contains_key(index) || reasons.contains_key(index);
+            let kept = !expired.contains_key(index.as_str()) || reasons.contains_key(index);
             if !kept || !by_digest.contains_key(index.as_str()) {
                 continue;
             }
@@ -168,35 +213,61 @@ pub fn plan(
     }
 
     let mut plan = PrunePlan { images_seen: images.len(), ..PrunePlan::default() };
-    for rule in expired.values() {
-        *plan.expired_by_rule.entry(*rule).or_default() += 1;
+    for decision in decisions.values() {
+        let counts = match decision.action {
+            Action::Expire => &mut plan.expired_by_rule,
+            Action::Transition => &mut plan.transitioned_by_rule,
+        };
+        *counts.entry(decision.rule).or_default() += 1;
     }
     for (digest, reason) in &reasons {
-        if let Some(image) = by_digest.get(digest.as_str()) {
-            plan.protected.push(Protected {
-                digest: digest.clone(),
-                tags: image.tags.clone(),
-                reason: reason.clone(),
-                expired_by_rule: expired.get(digest).copied(),
-            });
-        }
-    }
-    for digest in expired.keys().filter(|d| !reasons.contains_key(*d)) {
         let Some(image) = by_digest.get(digest.as_str()) else { continue };
-        plan.bytes_to_reclaim += image.size_bytes.unwrap_or(0);
-        if image.is_index() {
-            plan.delete_indexes.push(digest.clone());
-            plan.index_children.insert(digest.clone(), children.get(digest).cloned().unwrap_or_default());
-        } else {
-            plan.delete_images.push(digest.clone());
+        let decision = decisions.get(digest);
+        let by = |action: Action| decision.filter(|d| d.action == action).map(|d| d.rule);
+        let transitioned_by_rule = by(Action::Transition);
+        plan.protected.push(Protected {
+            digest: digest.clone(),
+            tags: image.tags.clone(),
+            reason: match transitioned_by_rule {
+                Some(_) => format!("{reason}; {NOT_ARCHIVED}"),
+                None => reason.clone(),
+            },
+            expired_by_rule: by(Action::Expire),
+            transitioned_by_rule,
+        });
+    }
+    for (digest, decision) in decisions.iter().filter(|(d, _)| !reasons.contains_key(*d)) {
+        let Some(image) = by_digest.get(digest.as_str()) else { continue };
+        match decision.action {
+            Action::Expire => {
+                plan.bytes_to_reclaim += image.size_bytes.unwrap_or(0);
+                if image.is_index() {
+                    plan.delete_indexes.push(digest.clone());
+                    plan.index_children.insert(digest.clone(), children.get(digest).cloned().unwrap_or_default());
+                } else {
+                    plan.delete_images.push(digest.clone());
+                }
+            }
+            Action::Transition => {
+                plan.bytes_to_archive += image.size_bytes.unwrap_or(0);
+                plan.transition_images.push(digest.clone());
+            }
         }
     }
-    let deletions = plan.deletions();
-    if deletions > 0 && deletions * 100 > images.len() * max_delete_percent as usize {
+    // The brake counts archiving too: it is undone by a restore, but until
+    // then nothing can pull the image.
+    let (deletions, transitions) = (plan.deletions(), plan.transitions());
+    let acting = deletions + transitions;
+    if acting > 0 && acting * 100 > images.len() * max_delete_percent as usize {
+        let what = match (deletions, transitions) {
+            (_, 0) => "deleted",
+            (0, _) => "archived",
+            _ => "deleted or archived",
+        };
         plan.brake = Some(format!(
-            "safety brake: {deletions} of {} images ({}%) would be deleted, more than PRUNE_MAX_DELETE_PERCENT={max_delete_percent}; nothing deleted in this repository",
+            "safety brake: {acting} of {} images ({}%) would be {what}, more than PRUNE_MAX_DELETE_PERCENT={max_delete_percent}; nothing {what} in this repository",
             images.len(),
-            deletions * 100 / images.len().max(1)
+            acting * 100 / images.len().max(1)
         ));
     }
     plan
@@ -222,9 +293,17 @@ mod tests {
             digest: d(n),
             tags: tags.iter().map(|t| t.to_string()).collect(),
             pushed_at: NOW - days_ago * DAY,
-            last_pulled_at: None,
             size_bytes: Some(1000 + i64::from(n)),
             media_type: Some("application/vnd.oci.image.manifest.v1+json".into()),
+            ..RepoImage::default()
+        }
+    }
+
+    fn archived(n: u32, tags: &[&str], days_ago: i64, archived_days_ago: i64) -> RepoImage {
+        RepoImage {
+            storage_class: StorageClass::Archive,
+            archived_at: Some(NOW - archived_days_ago * DAY),
+            ..img(n, tags, days_ago)
         }
     }
 
@@ -320,6 +399,101 @@ mod tests {
         assert_eq!(allowed.brake, None);
     }
 
+    /// Archive what has not been pushed for 30 days, delete what has been in
+    /// archive for 90.
+    fn archive_policy() -> Policy {
+        Policy::from_value(&serde_json::json!({"rules": [
+            {"rulePriority": 1, "selection": {"tagStatus": "any", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 30},
+             "action": {"type": "transition", "targetStorageClass": "archive"}},
+            {"rulePriority": 2, "selection": {"tagStatus": "any", "storageClass": "archive", "countType": "sinceImageTransitioned", "countUnit": "days", "countNumber": 90},
+             "action": {"type": "expire"}},
+        ]}))
+        .expect("valid")
+    }
+
+    #[test]
+    fn transitions_are_planned_apart_from_deletions() {
+        let images = [
+            img(1, &["latest"], 1),
+            img(2, &["v1"], 40),
+            img(3, &[], 60),
+            archived(4, &["v0"], 400, 100),
+            archived(5, &[], 300, 10),
+        ];
+        let plan = plan(&archive_policy(), &images, &BTreeMap::new(), &BTreeMap::new(), NOW, 100);
+        assert_eq!(plan.transition_images, [d(2), d(3)]);
+        assert_eq!(plan.delete_images, [d(4)]);
+        assert!(plan.delete_indexes.is_empty() && plan.protected.is_empty());
+        assert_eq!(plan.transitioned_by_rule, BTreeMap::from([(1, 2)]));
+        assert_eq!(plan.expired_by_rule, BTreeMap::from([(2, 1)]));
+        assert_eq!(plan.bytes_to_archive, 1002 + 1003);
+        assert_eq!(plan.bytes_to_reclaim, 1004);
+        assert_eq!((plan.deletions(), plan.transitions()), (1, 2));
+    }
+
+    #[test]
+    fn an_image_in_use_is_never_archived_either() {
+        let images = [img(1, &["latest"], 1), img(2, &["v1"], 40), img(3, &["v2"], 50)];
+        let uses = InUse {
+            references: vec![(format!("{HOST}/users:v1"), "scheduled rule nightly".into())],
+            digests: vec![(d(3), "task abc".into())],
+        };
+        let used = in_use(&repo(), &images, &uses);
+        let plan = plan(&archive_policy(), &images, &used, &BTreeMap::new(), NOW, 100);
+        assert!(plan.transition_images.is_empty(), "{plan:?}");
+        assert_eq!(plan.protected.len(), 2);
+        assert_eq!(
+            plan.protected[0].reason,
+            "in use by scheduled rule nightly (tag v1); not archived either: an archived image cannot be pulled"
+        );
+        assert_eq!(plan.protected[0].transitioned_by_rule, Some(1));
+        assert_eq!(plan.protected[0].expired_by_rule, None);
+        assert_eq!(plan.protected[1].reason, format!("running in task abc; {NOT_ARCHIVED}"));
+        // the rule still counts what it would have archived
+        assert_eq!(plan.transitioned_by_rule, BTreeMap::from([(1, 2)]));
+    }
+
+    #[test]
+    fn an_index_being_archived_keeps_its_children_in_standard_storage() {
+        // an old multi-arch image: the index is archived, its children are
+        // neither archived (ECR refuses while the index references them) nor
+        // expired by the untagged rule
+        let policy = Policy::from_value(&serde_json::json!({"rules": [
+            {"rulePriority": 1, "selection": {"tagStatus": "tagged", "tagPrefixList": ["v"], "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 30},
+             "action": {"type": "transition", "targetStorageClass": "archive"}},
+            {"rulePriority": 2, "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 1},
+             "action": {"type": "expire"}},
+        ]}))
+        .expect("valid");
+        let images = [index(10, &["v1"], 40), img(11, &[], 40), img(12, &[], 40), img(13, &[], 40)];
+        let children = BTreeMap::from([(d(10), vec![d(11), d(12)])]);
+        let plan = plan(&policy, &images, &BTreeMap::new(), &children, NOW, 100);
+        assert_eq!(plan.transition_images, [d(10)]);
+        assert_eq!(plan.delete_images, [d(13)]);
+        let kept: Vec<(&str, &str)> = plan.protected.iter().map(|p| (p.digest.as_str(), p.reason.as_str())).collect();
+        let reason = format!("part of kept index {}", d(10));
+        assert_eq!(kept, [(d(11).as_str(), reason.as_str()), (d(12).as_str(), reason.as_str())]);
+    }
+
+    #[test]
+    fn the_safety_brake_counts_archiving() {
+        let images = [img(1, &["latest"], 1), img(2, &["v1"], 40), img(3, &["v2"], 50)];
+        let plan = plan(&archive_policy(), &images, &BTreeMap::new(), &BTreeMap::new(), NOW, 50);
+        assert_eq!(
+            plan.brake.as_deref(),
+            Some("safety brake: 2 of 3 images (66%) would be archived, more than PRUNE_MAX_DELETE_PERCENT=50; nothing archived in this repository")
+        );
+    }
+
+    #[test]
+    fn archived_rows_are_images_but_not_readable_indexes() {
+        let archived_index = RepoImage { storage_class: StorageClass::Archive, ..index(10, &[], 5) };
+        assert!(archived_index.is_index() && archived_index.is_archived());
+        assert!(!img(1, &[], 1).is_archived());
+        let c = archived(4, &["v0"], 400, 100).candidate();
+        assert_eq!((c.storage_class, c.archived_at), (StorageClass::Archive, Some(NOW - 100 * DAY)));
+    }
+
     /// A random registry: tagged and untagged images of random ages, indexes
     /// whose children (and attestations) are other rows, services pinned to
     /// random digests or tags, running tasks.
@@ -328,6 +502,8 @@ mod tests {
             prop::collection::vec(prop::sample::select(vec!["latest", "v1", "v2", "prod-1", "dev"]), 0..3),
             0i64..60,
             any::<bool>(),
+            // archived some days ago, or standard
+            prop::option::weighted(0.3, 0i64..200),
         );
         (
             prop::collection::vec(image, 1..40),
@@ -340,11 +516,14 @@ mod tests {
                 let mut images: Vec<RepoImage> = rows
                     .into_iter()
                     .enumerate()
-                    .map(|(i, (tags, age, is_index))| {
+                    .map(|(i, (tags, age, is_index, archived_days))| {
                         let mut tags: Vec<&str> = tags;
                         tags.sort();
                         tags.dedup();
-                        let row = img(i as u32, &tags, age);
+                        let row = match archived_days {
+                            Some(days) => archived(i as u32, &tags, age + days, days),
+                            None => img(i as u32, &tags, age),
+                        };
                         if is_index {
                             RepoImage { media_type: Some(INDEX.into()), size_bytes: None, ..row }
                         } else {
@@ -399,6 +578,54 @@ mod tests {
                 if !deleted.contains(index) {
                     for kid in kids {
                         prop_assert!(!deleted.contains(kid), "deleting {kid}, child of kept {index}");
+                    }
+                }
+            }
+        }
+
+        /// With transition and archive-expiry rules too: nothing protected is
+        /// deleted or archived, nothing is both, only standard images are
+        /// archived, and an archived image is deleted only after the 90 days.
+        #[test]
+        fn protected_images_are_never_archived(
+            (images, children, uses) in registry(),
+            keep in 1u32..10,
+            days in 1u32..40,
+        ) {
+            let policy = Policy::from_value(&serde_json::json!({"rules": [
+                {"rulePriority": 1, "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": days}, "action": {"type": "expire"}},
+                {"rulePriority": 2, "selection": {"tagStatus": "tagged", "tagPrefixList": ["v"], "countType": "sinceImagePushed", "countUnit": "days", "countNumber": days}, "action": {"type": "transition", "targetStorageClass": "archive"}},
+                {"rulePriority": 3, "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": keep}, "action": {"type": "transition", "targetStorageClass": "archive"}},
+                {"rulePriority": 4, "selection": {"tagStatus": "any", "storageClass": "archive", "countType": "sinceImageTransitioned", "countUnit": "days", "countNumber": 90 + days}, "action": {"type": "expire"}},
+            ]})).expect("valid");
+            let used = in_use(&repo(), &images, &uses);
+            let p = plan(&policy, &images, &used, &children, NOW, 100);
+            let deleted: BTreeSet<&String> = p.delete_indexes.iter().chain(&p.delete_images).collect();
+            let archived: BTreeSet<&String> = p.transition_images.iter().collect();
+            prop_assert!(deleted.is_disjoint(&archived), "both deleted and archived");
+            let by_digest: BTreeMap<&str, &RepoImage> = images.iter().map(|i| (i.digest.as_str(), i)).collect();
+            for digest in &archived {
+                prop_assert!(!used.contains_key(*digest), "archiving in-use {digest}");
+                prop_assert_eq!(by_digest[digest.as_str()].storage_class, StorageClass::Standard);
+            }
+            for protected in &p.protected {
+                prop_assert!(!archived.contains(&protected.digest) && !deleted.contains(&protected.digest));
+                if protected.transitioned_by_rule.is_some() {
+                    prop_assert!(protected.reason.ends_with(NOT_ARCHIVED));
+                }
+            }
+            for digest in &deleted {
+                let image = by_digest[digest.as_str()];
+                if image.is_archived() {
+                    let archived_at = image.archived_at.expect("archived rows have a time");
+                    prop_assert!(archived_at < NOW - 90 * DAY, "{digest} deleted inside the archive minimum");
+                }
+            }
+            // no child of an index that stays (standard or archived) is deleted or archived
+            for (index, kids) in &children {
+                if !deleted.contains(index) && by_digest.contains_key(index.as_str()) {
+                    for kid in kids {
+                        prop_assert!(!deleted.contains(kid) && !archived.contains(kid), "{kid}, child of kept {index}");
                     }
                 }
             }

@@ -86,6 +86,7 @@ mod tests {
                 }
                 .into(),
             ),
+            ..RepoImage::default()
         }
     }
 

@@ -64,7 +64,9 @@ pub async fn plan_repository(
         Err(e) if gone(&e) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let indexes: Vec<String> = images.iter().filter(|i| i.is_index()).map(|i| i.digest.clone()).collect();
+    // An archived index cannot be pulled, so BatchGetImage cannot read it.
+    let indexes: Vec<String> =
+        images.iter().filter(|i| i.is_index() && !i.is_archived()).map(|i| i.digest.clone()).collect();
     let children = match ecr.index_children(&repository.name, &indexes).await {
         Ok(children) => children,
         Err(e) if gone(&e) => return Ok(None),

@@ -15,7 +15,6 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::{info, instrument, warn};
 
-use autopilot::aws::ecr::is_index_media_type;
 use autopilot::aws::ApiCalls;
 use autopilot::deploy::{
     plan_service, ContainerChange, Decision, ImageFacts, OptIn, Push, ServicePlan, TAG_SOURCE_DIGEST,
@@ -25,6 +24,7 @@ use autopilot::discover;
 use autopilot::ensure::{ensure_for_task_definition, GroupOutcome, GroupResult};
 use autopilot::image_ref::ImageRef;
 use autopilot::log_groups::{Settings, Usage};
+use autopilot::media::is_index_media_type;
 use autopilot::model::{Service, TaskDefinition};
 use autopilot::ports::{EcrRead, EcsRead, EcsWrite, LogGroupStore};
 use autopilot::telemetry::{Metrics, Unit};

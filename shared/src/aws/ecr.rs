@@ -2,13 +2,17 @@
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
-use aws_sdk_ecr::types::ImageIdentifier;
+use aws_sdk_ecr::types::{DescribeImagesFilter, ImageIdentifier, ImageStatus, ImageStatusFilter, TargetStorageClass};
 use aws_sdk_ecr::Client;
 use oci_spec::image::ImageIndex;
 
 use super::{classify, ApiCalls};
 use std::collections::BTreeMap;
 
+use crate::lifecycle::StorageClass;
+use crate::media::{
+    is_index_media_type, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, IMAGE_MANIFESTS, OCI_INDEX, OCI_MANIFEST,
+};
 use crate::model::{Image, Platform};
 use crate::ports::{Deleted, EcrRead, Registry, Repository};
 use crate::prune::RepoImage;
@@ -18,16 +22,6 @@ use crate::AwsError;
 pub const DESCRIBE_IMAGES_PAGE: i32 = 1000;
 /// BatchGetImage and BatchDeleteImage take at most this many image ids.
 pub const BATCH_IMAGES: usize = 100;
-
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-
-/// Is this media type an image index (a multi-platform image)?
-pub fn is_index_media_type(media_type: &str) -> bool {
-    media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST
-}
 
 pub struct EcrAdapter {
     client: Client,
@@ -63,9 +57,7 @@ impl EcrRead for EcrAdapter {
             .batch_get_image()
             .repository_name(repository)
             .image_ids(ImageIdentifier::builder().image_digest(digest).build())
-            .set_accepted_media_types(Some(
-                [OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST].map(String::from).to_vec(),
-            ))
+            .set_accepted_media_types(Some(IMAGE_MANIFESTS.map(String::from).to_vec()))
             .send()
             .await
             .map_err(|e| classify("BatchGetImage", e))?;
@@ -128,10 +120,13 @@ impl Registry for EcrAdapter {
     }
 
     async fn images(&self, repository: &str) -> Result<Vec<RepoImage>, AwsError> {
+        // Without a filter DescribeImages lists only ACTIVE images; archived
+        // ones count towards storage and can expire, so ask for every status.
         let details: Vec<aws_sdk_ecr::types::ImageDetail> = self
             .client
             .describe_images()
             .repository_name(repository)
+            .filter(DescribeImagesFilter::builder().image_status(ImageStatusFilter::Any).build())
             .max_results(DESCRIBE_IMAGES_PAGE)
             .into_paginator()
             .items()
@@ -149,6 +144,9 @@ impl Registry for EcrAdapter {
                     last_pulled_at: d.last_recorded_pull_time().map(|t| t.secs()),
                     size_bytes: d.image_size_in_bytes(),
                     media_type: d.image_manifest_media_type().map(String::from),
+                    storage_class: storage_class_of(d.image_status()),
+                    archived_at: d.last_archived_at().map(|t| t.secs()),
+                    activated_at: d.last_activated_at().map(|t| t.secs()),
                 })
             })
             .collect())
@@ -247,6 +245,51 @@ impl Registry for EcrAdapter {
             result.deleted.extend(batch.iter().filter(|d| !failed.contains(*d)).cloned());
         }
         Ok(result)
+    }
+
+    async fn update_storage_class(
+        &self,
+        repository: &str,
+        digest: &str,
+        target: StorageClass,
+    ) -> Result<StorageClass, AwsError> {
+        let target = match target {
+            StorageClass::Standard => TargetStorageClass::Standard,
+            StorageClass::Archive => TargetStorageClass::Archive,
+            StorageClass::Activating => {
+                return Err(AwsError::unexpected(
+                    "UpdateImageStorageClass",
+                    format!("{repository}@{digest}: activating is a state, not a storage class to move to"),
+                ))
+            }
+        };
+        let output = self
+            .client
+            .update_image_storage_class()
+            .repository_name(repository)
+            .image_id(ImageIdentifier::builder().image_digest(digest).build())
+            .target_storage_class(target.clone())
+            .send()
+            .await
+            .map_err(|e| classify("UpdateImageStorageClass", e))?;
+        // The answer names the image's status after the call; none at all is
+        // read as the class asked for.
+        Ok(match output.image_status() {
+            Some(status) => storage_class_of(Some(status)),
+            None if target == TargetStorageClass::Archive => StorageClass::Archive,
+            None => StorageClass::Standard,
+        })
+    }
+}
+
+/// Where `imageStatus` puts an image. No status (older APIs, the emulator) is
+/// standard; one this SDK does not know is treated as in flux, so no rule
+/// acts on it.
+fn storage_class_of(status: Option<&ImageStatus>) -> StorageClass {
+    match status {
+        None | Some(ImageStatus::Active) => StorageClass::Standard,
+        Some(ImageStatus::Archived) => StorageClass::Archive,
+        Some(_) => StorageClass::Activating,
     }
 }
 
@@ -465,5 +508,128 @@ mod tests {
         let platforms = ecr.index_platforms("users", D).await.expect("read").expect("an index");
         assert_eq!(platforms, [Platform { os: "linux".into(), architecture: "amd64".into() }]);
         assert_eq!(rule.num_calls(), 1);
+    }
+
+    /// moto 5.2.5 ignores DescribeImages' filter and knows no image status,
+    /// so asking for archived images is shown against the SDK client here.
+    #[tokio::test]
+    async fn describe_images_asks_for_archived_images_too() {
+        use aws_sdk_ecr::operation::describe_images::DescribeImagesOutput;
+        use aws_sdk_ecr::primitives::DateTime;
+        use aws_sdk_ecr::types::ImageDetail;
+        let rule = mock!(Client::describe_images)
+            .match_requests(|r| r.filter().and_then(|f| f.image_status()) == Some(&ImageStatusFilter::Any))
+            .then_output(|| {
+                DescribeImagesOutput::builder()
+                    .image_details(
+                        ImageDetail::builder().image_digest("sha256:a").image_status(ImageStatus::Active).build(),
+                    )
+                    .image_details(
+                        ImageDetail::builder()
+                            .image_digest("sha256:b")
+                            .image_status(ImageStatus::Archived)
+                            .last_archived_at(DateTime::from_secs(1_700_000_000))
+                            .build(),
+                    )
+                    .image_details(
+                        ImageDetail::builder()
+                            .image_digest("sha256:c")
+                            .image_status(ImageStatus::Activating)
+                            .last_activated_at(DateTime::from_secs(1_700_000_500))
+                            .build(),
+                    )
+                    .image_details(ImageDetail::builder().image_digest("sha256:d").build())
+                    .build()
+            });
+        let ecr = EcrAdapter::from_client(mock_client!(aws_sdk_ecr, RuleMode::Sequential, [&rule]));
+        let images = ecr.images("users").await.expect("listed");
+        let classes: Vec<(&str, StorageClass, Option<i64>, Option<i64>)> =
+            images.iter().map(|i| (i.digest.as_str(), i.storage_class, i.archived_at, i.activated_at)).collect();
+        assert_eq!(
+            classes,
+            [
+                ("sha256:a", StorageClass::Standard, None, None),
+                ("sha256:b", StorageClass::Archive, Some(1_700_000_000), None),
+                ("sha256:c", StorageClass::Activating, None, Some(1_700_000_500)),
+                ("sha256:d", StorageClass::Standard, None, None),
+            ]
+        );
+        assert_eq!(rule.num_calls(), 1);
+    }
+
+    /// moto 5.2.5 has no UpdateImageStorageClass, so the call, its answer
+    /// and its refusals are checked against the SDK client here.
+    #[tokio::test]
+    async fn update_storage_class_archives_one_image_and_names_refusals() {
+        use aws_sdk_ecr::operation::update_image_storage_class::UpdateImageStorageClassOutput;
+        let archived = mock!(Client::update_image_storage_class)
+            .match_requests(|r| {
+                r.repository_name() == Some("users")
+                    && r.image_id().and_then(|i| i.image_digest()) == Some(D)
+                    && r.target_storage_class() == Some(&TargetStorageClass::Archive)
+            })
+            .then_output(|| {
+                UpdateImageStorageClassOutput::builder()
+                    .repository_name("users")
+                    .image_id(ImageIdentifier::builder().image_digest(D).build())
+                    .image_status(ImageStatus::Archived)
+                    .build()
+            });
+        let ecr = EcrAdapter::from_client(mock_client!(aws_sdk_ecr, RuleMode::Sequential, [&archived]));
+        assert_eq!(
+            ecr.update_storage_class("users", D, StorageClass::Archive).await.expect("archived"),
+            StorageClass::Archive
+        );
+        assert_eq!(archived.num_calls(), 1);
+
+        let restoring = mock!(Client::update_image_storage_class)
+            .match_requests(|r| r.target_storage_class() == Some(&TargetStorageClass::Standard))
+            .then_output(|| UpdateImageStorageClassOutput::builder().image_status(ImageStatus::Activating).build());
+        let ecr = EcrAdapter::from_client(mock_client!(aws_sdk_ecr, RuleMode::Sequential, [&restoring]));
+        assert_eq!(
+            ecr.update_storage_class("users", D, StorageClass::Standard).await.expect("restoring"),
+            StorageClass::Activating
+        );
+
+        // refusals as ECR sends them, through the SDK's own deserializer
+        let refused = mock!(Client::update_image_storage_class)
+            .sequence()
+            .http_status(
+                400,
+                Some(r#"{"__type":"ImageStorageClassUpdateNotSupportedException","message":"image is referenced by a manifest list"}"#.into()),
+            )
+            .http_status(400, Some(r#"{"__type":"ImageNotFoundException","message":"gone"}"#.into()))
+            .build();
+        let ecr = EcrAdapter::from_client(mock_client!(aws_sdk_ecr, RuleMode::Sequential, [&refused]));
+        let first = ecr.update_storage_class("users", D, StorageClass::Archive).await.expect_err("refused");
+        assert_eq!(first.operation, "UpdateImageStorageClass");
+        assert!(first.code_is("ImageStorageClassUpdateNotSupportedException"), "{first}");
+        assert!(!first.retryable);
+        let second = ecr.update_storage_class("users", D, StorageClass::Archive).await.expect_err("gone");
+        assert!(second.code_is("ImageNotFoundException"), "{second}");
+        assert_eq!(refused.num_calls(), 2);
+
+        // "activating" is not a target: refused before any call
+        let none =
+            mock!(Client::update_image_storage_class).then_output(|| UpdateImageStorageClassOutput::builder().build());
+        let ecr = EcrAdapter::from_client(mock_client!(aws_sdk_ecr, RuleMode::Sequential, [&none]));
+        assert!(ecr.update_storage_class("users", D, StorageClass::Activating).await.is_err());
+        assert_eq!(none.num_calls(), 0);
+    }
+
+    #[tokio::test]
+    async fn update_storage_class_retries_throttling() {
+        use aws_sdk_ecr::operation::update_image_storage_class::UpdateImageStorageClassOutput;
+        let rule = mock!(Client::update_image_storage_class)
+            .sequence()
+            .http_status(400, Some(r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.into()))
+            .output(|| UpdateImageStorageClassOutput::builder().image_status(ImageStatus::Archived).build())
+            .build();
+        let client = mock_client!(aws_sdk_ecr, RuleMode::Sequential, [&rule], |b| {
+            b.retry_config(aws_sdk_ecr::config::retry::RetryConfig::standard().with_max_attempts(3))
+        });
+        let archived = EcrAdapter::from_client(client).update_storage_class("users", D, StorageClass::Archive).await;
+        assert_eq!(archived.expect("archived after a retry"), StorageClass::Archive);
+        assert_eq!(rule.num_calls(), 2);
     }
 }

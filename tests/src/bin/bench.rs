@@ -213,6 +213,7 @@ fn planner(images: &str) {
                 }
                 .into(),
             ),
+            ..RepoImage::default()
         })
         .collect();
     let children: BTreeMap<String, Vec<String>> =
