@@ -510,8 +510,10 @@ mod tests {
         assert_eq!(rule.num_calls(), 1);
     }
 
-    /// moto 5.2.5 ignores DescribeImages' filter and knows no image status,
-    /// so asking for archived images is shown against the SDK client here.
+    /// moto 5.2.5 ignores DescribeImages' filter and knows no image status
+    /// (the test launcher in `tests/emulator` adds both for end-to-end runs);
+    /// here, the filter we send and every status ECR can answer, including
+    /// ACTIVATING, which the emulator only reaches by a test hook.
     #[tokio::test]
     async fn describe_images_asks_for_archived_images_too() {
         use aws_sdk_ecr::operation::describe_images::DescribeImagesOutput;
@@ -557,8 +559,10 @@ mod tests {
         assert_eq!(rule.num_calls(), 1);
     }
 
-    /// moto 5.2.5 has no UpdateImageStorageClass, so the call, its answer
-    /// and its refusals are checked against the SDK client here.
+    /// moto 5.2.5 has no UpdateImageStorageClass (the test launcher in
+    /// `tests/emulator` adds the happy path); the request's shape, the
+    /// answer and ECR's refusals (which the emulator never sends) are checked
+    /// against the SDK client here.
     #[tokio::test]
     async fn update_storage_class_archives_one_image_and_names_refusals() {
         use aws_sdk_ecr::operation::update_image_storage_class::UpdateImageStorageClassOutput;
