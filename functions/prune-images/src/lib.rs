@@ -294,6 +294,7 @@ mod tests {
             last_pulled_at: None,
             size_bytes: Some(100),
             media_type: Some(if index { INDEX } else { "application/vnd.oci.image.manifest.v1+json" }.into()),
+            ..RepoImage::default()
         }
     }
 
@@ -322,6 +323,7 @@ mod tests {
             children: [(d(10), vec![d(11)]), (d(11), vec![d(12)])].into(),
             failing: failing.iter().map(|(n, code)| (d(*n), code.to_string())).collect(),
             delete_calls: Default::default(),
+            storage_class_calls: Default::default(),
         }
     }
 
