@@ -1,5 +1,5 @@
-# The two commands a clean machine needs: `make demo` and `make test`.
-# Everything else here is what they are made of.
+# The two commands a clean machine needs: `make demo` and `make test`; and
+# `make deploy` for an AWS account. Everything else here is what they are made of.
 
 SHELL := /bin/bash
 VENV ?= $(HOME)/.cache/ecr-autopilot/venv
@@ -8,7 +8,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 FUNCTIONS := deploy-on-push log-groups prune-images quota-scan
 
-.PHONY: setup build arm64 check-arm64 demo test unit e2e bench lint
+.PHONY: setup build arm64 check-arm64 sam-build deploy demo test unit e2e bench lint
 
 setup:
 	bash scripts/setup.sh
@@ -26,12 +26,30 @@ arm64: setup
 check-arm64:
 	@for f in $(FUNCTIONS); do scripts/check-arm64.sh target/lambda/$$f/bootstrap || exit 1; done
 
+# `sam build` builds in the source tree with `cargo lambda build --release
+# --arm64 --bin <function>` (SAM's rust-cargolambda method), so it reuses
+# target/ and what `make arm64` compiled, then copies each bootstrap into
+# .aws-sam/build/.
+sam-build: arm64
+	sam build
+
+# The first time (no region saved in samconfig.toml yet) the guided deploy
+# asks for the stack name, region and parameters and saves them; later runs
+# deploy with the saved answers. `make deploy GUIDED=1` asks again.
+deploy: sam-build
+	@if [ -z "$(GUIDED)" ] && grep -Eq '^[[:space:]]*region[[:space:]]*=' samconfig.toml; then \
+		echo "sam deploy (answers from samconfig.toml)"; sam deploy; \
+	else \
+		echo "sam deploy --guided (first deploy: answers are saved to samconfig.toml)"; sam deploy --guided; \
+	fi
+
 demo: build
-	./target/debug/demo
+	./target/debug/demo $(DEMO_ARGS)
 
 # Every test: unit, adapter (aws-smithy-mocks), end to end on moto through
-# cargo-lambda's Runtime API, the template, and the arm64 bootstrap under qemu.
-test: build lint arm64
+# cargo-lambda's Runtime API, the template, the arm64 bootstrap under qemu,
+# and `sam build` (so a broken build configuration fails here, not at deploy).
+test: build lint arm64 sam-build
 	AUTOPILOT_ARM64_BOOTSTRAP_DIR=$(CURDIR)/target/lambda cargo test --workspace --no-fail-fast
 
 # Lint is part of the tests: formatting, and clippy with every warning an error.

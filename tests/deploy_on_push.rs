@@ -363,3 +363,74 @@ async fn arm64_release_bootstrap_rolls_a_push_out_under_qemu() {
     let report = lambda.invoke(&push_event(&b.digest, "latest", "evt-qemu")).expect("push under qemu");
     assert_eq!(status(&report, "users"), "updated", "{report:#}");
 }
+
+/// The image the `users` container of `users`'s current revision runs.
+async fn users_image(world: &World) -> String {
+    let current = world.service_task_definition("microservices", "users").await;
+    let (td, _) = world.describe_task_definition(&current).await;
+    let users = td.container_definitions().iter().find(|c| c.name() == Some("users")).expect("users container");
+    users.image().unwrap_or_default().to_string()
+}
+
+/// Without reserved concurrency (the template's default) two invocations can
+/// run at once. Two pushes of `latest`, their events handled at the same time
+/// by two instances, in both orders of delivery: the older event names a tag
+/// that has moved on, so it is skipped as stale whatever the timing, and the
+/// service ends on the newer image with one new revision.
+#[tokio::test]
+async fn two_pushes_handled_concurrently_end_on_the_newer_image() {
+    let _serial = serial().await;
+    for reverse in [false, true] {
+        let world = world().await;
+        let first_instance = Lambda::start("deploy-on-push", &[]);
+        let second_instance = Lambda::start("deploy-on-push", &[]);
+        let older = world.push_image("users", &["latest", "build-1"], "arm64", &format!("older-{reverse}")).await;
+        // moto stamps imagePushedAt in whole seconds
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let newer = world.push_image("users", &["latest", "build-2"], "arm64", &format!("newer-{reverse}")).await;
+        let older_event = push_event(&older.digest, "latest", "evt-older");
+        let newer_event = push_event(&newer.digest, "latest", "evt-newer");
+        let (first, second) = if reverse { (&newer_event, &older_event) } else { (&older_event, &newer_event) };
+        let (r1, r2) = std::thread::scope(|s| {
+            let one = s.spawn(|| first_instance.invoke(first));
+            let two = s.spawn(|| second_instance.invoke(second));
+            (one.join().expect("first invocation"), two.join().expect("second invocation"))
+        });
+        let (r1, r2) = (r1.expect("handled"), r2.expect("handled"));
+        let (older_report, newer_report) = if reverse { (r2, r1) } else { (r1, r2) };
+        assert_eq!(older_report["digest"], older.digest.as_str());
+        assert!(reason(&older_report, "users").starts_with("stale event"), "reverse={reverse}: {older_report:#}");
+        assert_eq!(status(&newer_report, "users"), "updated", "reverse={reverse}: {newer_report:#}");
+        assert!(users_image(&world).await.ends_with(&format!("users@{}", newer.digest)), "reverse={reverse}");
+        assert_eq!(world.revisions("users").await.len(), 3, "reverse={reverse}: one new revision");
+    }
+}
+
+/// The same push delivered twice at once (EventBridge delivers at least
+/// once): both copies end with the service on the pushed digest, and no copy
+/// fails. Both may register a revision before either sees the other's (the
+/// reuse check runs before registering), which is harmless: the service runs
+/// one of two identical revisions.
+#[tokio::test]
+async fn one_push_delivered_twice_at_once_converges() {
+    let _serial = serial().await;
+    let world = world().await;
+    let one = Lambda::start("deploy-on-push", &[]);
+    let two = Lambda::start("deploy-on-push", &[]);
+    let pushed = world.push_image("users", &["latest"], "arm64", "twice").await;
+    let event = push_event(&pushed.digest, "latest", "evt-twice");
+    let (r1, r2) = std::thread::scope(|s| {
+        let a = s.spawn(|| one.invoke(&event));
+        let b = s.spawn(|| two.invoke(&event));
+        (a.join().expect("first copy"), b.join().expect("second copy"))
+    });
+    for report in [r1.expect("first copy handled"), r2.expect("second copy handled")] {
+        let status = status(&report, "users");
+        let ok =
+            status == "updated" || (status == "skipped" && reason(&report, "users").starts_with("already running"));
+        assert!(ok, "{report:#}");
+    }
+    assert!(users_image(&world).await.ends_with(&format!("users@{}", pushed.digest)));
+    let new_revisions = world.revisions("users").await.len() - 2;
+    assert!((1..=2).contains(&new_revisions), "{new_revisions} new revisions");
+}

@@ -12,6 +12,7 @@
 //!
 //! Tests that share moto hold [`serial`] and call [`Moto::reset`] first.
 
+pub mod tables;
 pub mod world;
 
 use std::io::Read;

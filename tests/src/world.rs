@@ -412,4 +412,14 @@ impl World {
             tags,
         })
     }
+
+    /// Every image of `repository`: digest → tags (for the demo's prune table).
+    pub async fn image_tags(&self, repository: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+        let images = self.ecr.describe_images().repository_name(repository).send().await.expect("describe_images");
+        images
+            .image_details()
+            .iter()
+            .filter_map(|i| Some((i.image_digest()?.to_string(), i.image_tags().to_vec())))
+            .collect()
+    }
 }

@@ -1,26 +1,77 @@
-//! `make demo`: the tutorials' world on the embedded local AWS (moto), and
-//! log-groups doing the tutorials' manual log-group steps by itself.
+//! `make demo`: the tutorials' world on the embedded local AWS (moto), and the
+//! four functions doing the tutorials' manual steps by themselves.
+//!
+//! Prints each function's report as a compact table (`autopilot_e2e::tables`);
+//! `--json` prints the reports themselves. Progress of the slow steps goes to
+//! stderr, so stdout is only the story and its tables.
 
+use std::time::Instant;
+
+use autopilot_e2e::tables::{self, Inventory, Table};
 use autopilot_e2e::world::{World, CLUSTER, SERVICES};
-use autopilot_e2e::{enable_fake_clock, event, moto, Lambda};
+use autopilot_e2e::{enable_fake_clock, event, moto, FunctionError, Lambda};
 use serde_json::{json, Value};
 
-/// Prints a report without its per-group detail, which the summary lists repeat.
-fn show(title: &str, report: &Value) {
-    let mut summary = report.clone();
-    if let Some(fields) = summary.as_object_mut() {
-        fields.remove("groups");
+const USAGE: &str = "usage: demo [--json]\n  --json  print the functions' JSON reports instead of tables";
+
+struct Demo {
+    json: bool,
+    started: Instant,
+}
+
+impl Demo {
+    /// A slow step is starting: say so on stderr, with the time so far.
+    fn progress(&self, what: &str) {
+        eprintln!("[{:>5.1} s] {what} …", self.started.elapsed().as_secs_f64());
     }
-    println!("\n== {title}\n{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+
+    fn section(&self, title: &str) {
+        println!("\n\n##### {title}");
+    }
+
+    /// A report as a table, or as JSON with `--json`.
+    fn show(&self, title: &str, report: &Value, table: Table) {
+        if self.json {
+            println!("\n== {title}\n{}", serde_json::to_string_pretty(report).unwrap_or_default());
+        } else {
+            println!("\n== {title}\n{table}");
+        }
+    }
+
+    /// The function's report; an error ends the demo (and fails its test).
+    fn report(&self, what: &str, result: Result<Value, FunctionError>) -> Value {
+        result.unwrap_or_else(|e| {
+            eprintln!("{what} failed: {}: {}", e.error_type, e.error_message);
+            std::process::exit(1);
+        })
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    let mut json = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--json" => json = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return;
+            }
+            other => {
+                eprintln!("unknown argument {other:?}\n{USAGE}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let demo = Demo { json, started: Instant::now() };
+
     // moto runs under libfaketime so the housekeeping step can backdate pushes.
     enable_fake_clock();
+    demo.progress("starting the local AWS (moto server)");
     let moto = moto();
     println!("local AWS (moto server) at {}", moto.endpoint);
 
+    demo.progress("building the tutorial's cluster, services and task definitions");
     let world = World::new().await;
     world.tutorial().await;
     println!(
@@ -29,59 +80,43 @@ async fn main() {
     );
     println!("log groups that exist now: {:?}", world.log_group_names().await);
 
-    // The tutorials use a 1-day retention.
+    log_groups(&demo, &world).await;
+    deploy_on_push(&demo, &world).await;
+    housekeeping(&demo, &world).await;
+    demo.progress("done");
+}
+
+/// log-groups creates the groups the task definitions name, with the
+/// tutorials' 1-day retention.
+async fn log_groups(demo: &Demo, world: &World) {
+    demo.section("log-groups");
+    demo.progress("starting log-groups behind a local Lambda Runtime API");
     let lambda = Lambda::start("log-groups", &[("LOG_RETENTION_DAYS", "1")]);
 
-    let plan = lambda.invoke(&json!({"dryRun": true, "clusters": [CLUSTER]}));
-    show("log-groups, dry run (what it would do; nothing written)", &plan.unwrap_or_else(|e| json!(e.error_message)));
+    let plan = demo.report("log-groups dry run", lambda.invoke(&json!({"dryRun": true, "clusters": [CLUSTER]})));
+    demo.show("log-groups, dry run (what it would do; nothing written)", &plan, tables::log_groups(&plan));
 
-    let report = lambda.invoke(&event("log-groups-schedule.json"));
-    show("log-groups, scheduled sweep", &report.unwrap_or_else(|e| json!(e.error_message)));
+    let report = demo.report("log-groups sweep", lambda.invoke(&event("log-groups-schedule.json")));
+    demo.show("log-groups, scheduled sweep", &report, tables::log_groups(&report));
 
-    println!("\n== log groups in the local AWS afterwards");
+    let mut now = Table::new(&["group", "retention", "tags"]);
     for name in world.log_group_names().await {
         if let Some(group) = world.log_group(&name).await {
             let mut tags: Vec<_> = group.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
             tags.sort();
-            println!("{name:<22} retention {:>3} day(s)  tags: {}", group.retention_days.unwrap_or(0), tags.join(", "));
+            let retention = group.retention_days.map_or("never expire".into(), |d| format!("{d} d"));
+            now.push([name, retention, tags.join(", ")]);
         }
     }
+    println!("\n== log groups in the local AWS afterwards\n{now}");
 
-    let again = lambda.invoke(&event("log-groups-schedule.json")).unwrap_or_else(|e| json!(e.error_message));
-    println!("\n== a second sweep changes nothing: alreadyCompliant = {}", again["alreadyCompliant"]);
-
-    deploy_on_push(&world).await;
-    housekeeping(&world).await;
-}
-
-/// quota-scan and prune-images on the registry the pushes left behind.
-async fn housekeeping(world: &World) {
-    println!("\n\n##### quota-scan and prune-images");
-    moto().set_clock("-3d");
-    for leftover in ["users-old-1", "users-old-2", "users-old-3"] {
-        world.push_image("users", &[], "arm64", leftover).await;
-    }
-    moto().set_clock("+0d");
-    println!("three untagged users images from three days ago (earlier pushes) are in the registry");
-
-    let quota = Lambda::start("quota-scan", &[]);
-    let scan = quota.invoke(&event("quota-scan-schedule.json")).unwrap_or_else(|e| json!(e.error_message));
-    show("quota-scan: the registry against the 500 MB free tier", &scan["registry"]);
-
-    let prune = Lambda::start("prune-images", &[]);
-    let preview = prune.invoke(&json!({"dryRun": true, "repositories": ["users"]}));
-    let preview = preview.unwrap_or_else(|e| json!(e.error_message));
-    show("prune-images, dry run of the default policy on users", &preview["repositories"][0]);
-    let run = prune.invoke(&event("prune-images-schedule.json")).unwrap_or_else(|e| json!(e.error_message));
-    println!(
-        "\nprune-images deleted {} image(s), {} bytes; protected {} (in use or part of a kept index)",
-        run["imagesDeleted"], run["bytesReclaimed"], run["imagesProtected"]
-    );
+    let again = demo.report("log-groups second sweep", lambda.invoke(&event("log-groups-schedule.json")));
+    demo.show("log-groups, a second sweep changes nothing", &again, tables::log_groups(&again));
 }
 
 /// The CI job only pushes; deploy-on-push does the `ecs update-service`.
-async fn deploy_on_push(world: &World) {
-    println!("\n\n##### deploy-on-push");
+async fn deploy_on_push(demo: &Demo, world: &World) {
+    demo.section("deploy-on-push");
     for repository in SERVICES {
         world.repository(repository).await;
         world.push_image(repository, &["latest"], "arm64", "v1").await;
@@ -96,6 +131,7 @@ async fn deploy_on_push(world: &World) {
     let before = world.service_task_definition(CLUSTER, "users").await;
     println!("users runs {before}");
 
+    demo.progress("starting deploy-on-push behind a local Lambda Runtime API");
     let lambda = Lambda::start("deploy-on-push", &[]);
     let pushed = world.push_image("users", &["latest"], "arm64", "v2").await;
     println!("CI pushed a new users:latest, digest {}", pushed.digest);
@@ -103,14 +139,47 @@ async fn deploy_on_push(world: &World) {
     push["detail"]["image-digest"] = json!(pushed.digest);
 
     let preview = lambda.invoke(&json!({"repository": "users", "tag": "latest", "dryRun": true}));
-    show("deploy-on-push, manual preview (dry run)", &preview.unwrap_or_else(|e| json!(e.error_message)));
-    let report = lambda.invoke(&push);
-    show("deploy-on-push, the ECR push event", &report.unwrap_or_else(|e| json!(e.error_message)));
+    let preview = demo.report("deploy-on-push preview", preview);
+    demo.show("deploy-on-push, manual preview (dry run)", &preview, tables::rollouts(&preview));
+    let report = demo.report("deploy-on-push", lambda.invoke(&push));
+    demo.show("deploy-on-push, the ECR push event", &report, tables::rollouts(&report));
 
     let after = world.service_task_definition(CLUSTER, "users").await;
     let (td, _) = world.describe_task_definition(&after).await;
     println!("\nusers now runs {after}");
     println!("with image {}", td.container_definitions()[0].image().unwrap_or_default());
-    let replay = lambda.invoke(&push).unwrap_or_else(|e| json!(e.error_message));
-    println!("the same event again: {}", replay["services"][0]["reason"]);
+    let replay = demo.report("deploy-on-push replay", lambda.invoke(&push));
+    demo.show("deploy-on-push, the same event again", &replay, tables::rollouts(&replay));
+}
+
+/// quota-scan and prune-images on the registry the pushes left behind.
+async fn housekeeping(demo: &Demo, world: &World) {
+    demo.section("quota-scan and prune-images");
+    moto().set_clock("-3d");
+    for leftover in ["users-old-1", "users-old-2", "users-old-3"] {
+        world.push_image("users", &[], "arm64", leftover).await;
+    }
+    moto().set_clock("+0d");
+    println!("three untagged users images from three days ago (earlier pushes) are in the registry");
+
+    demo.progress("starting quota-scan");
+    let quota = Lambda::start("quota-scan", &[]);
+    let scan = demo.report("quota-scan", quota.invoke(&event("quota-scan-schedule.json")));
+    demo.show("quota-scan: every repository against the 500 MB free tier", &scan, tables::quota(&scan));
+
+    demo.progress("starting prune-images");
+    let prune = Lambda::start("prune-images", &[]);
+    let mut before = Inventory::new();
+    for repository in SERVICES {
+        before.insert(repository.to_string(), world.image_tags(repository).await);
+    }
+    let preview = prune.invoke(&json!({"dryRun": true, "repositories": ["users"]}));
+    let preview = demo.report("prune-images dry run", preview);
+    demo.show("prune-images, dry run of the default policy on users", &preview, tables::prune(&preview, &before));
+    let run = demo.report("prune-images", prune.invoke(&event("prune-images-schedule.json")));
+    demo.show("prune-images, the daily run", &run, tables::prune(&run, &before));
+    println!(
+        "prune-images deleted {} image(s), {} bytes; protected {} (in use or part of a kept index)",
+        run["imagesDeleted"], run["bytesReclaimed"], run["imagesProtected"]
+    );
 }
