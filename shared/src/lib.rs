@@ -16,6 +16,7 @@ pub mod error;
 pub mod image_ref;
 pub mod lifecycle;
 pub mod log_groups;
+pub mod media;
 pub mod model;
 pub mod ports;
 pub mod prune;

@@ -27,6 +27,9 @@ pub struct RepoImage {
     pub last_pulled_at: Option<i64>,
     pub size_bytes: Option<i64>,
     pub media_type: Option<String>,
+    /// In ECR's archive storage class (`imageStatus` ARCHIVED): not billed as
+    /// standard storage, and not pullable until restored.
+    pub archived: bool,
 }
 
 impl RepoImage {
@@ -223,6 +226,7 @@ mod tests {
             tags: tags.iter().map(|t| t.to_string()).collect(),
             pushed_at: NOW - days_ago * DAY,
             last_pulled_at: None,
+            archived: false,
             size_bytes: Some(1000 + i64::from(n)),
             media_type: Some("application/vnd.oci.image.manifest.v1+json".into()),
         }

@@ -292,6 +292,7 @@ mod tests {
             tags: tags.iter().map(|t| t.to_string()).collect(),
             pushed_at: 0, // the epoch: older than any day
             last_pulled_at: None,
+            archived: false,
             size_bytes: Some(100),
             media_type: Some(if index { INDEX } else { "application/vnd.oci.image.manifest.v1+json" }.into()),
         }

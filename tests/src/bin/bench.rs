@@ -204,6 +204,7 @@ fn planner(images: &str) {
             tags: if i % 3 == 0 { vec![] } else { vec![format!("build-{i}")] },
             pushed_at: now - (i as i64 % 90) * 86_400,
             last_pulled_at: None,
+            archived: false,
             size_bytes: Some(30_000_000),
             media_type: Some(
                 if i % 50 == 0 {
