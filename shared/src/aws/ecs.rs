@@ -623,4 +623,105 @@ mod tests {
         assert!(cache.get("users:0").is_none() && cache.get("users:49").is_none());
         assert!(cache.get("users:50").is_some());
     }
+
+    /// EC2 capacity: every container instance's ecs.cpu-architecture and
+    /// ecs.os-type, across pages (moto registers instances without them).
+    #[tokio::test]
+    async fn capacity_platforms_come_from_container_instance_attributes() {
+        use aws_sdk_ecs::operation::list_attributes::ListAttributesOutput;
+        use aws_sdk_ecs::types::{Attribute, TargetType};
+        let attribute = |name: &str, value: &str, instance: &str| {
+            Attribute::builder()
+                .name(name)
+                .value(value)
+                .target_type(TargetType::ContainerInstance)
+                .target_id(format!("arn:aws:ecs:us-east-1:123456789012:container-instance/prod/{instance}"))
+                .build()
+                .expect("attribute")
+        };
+        let arch = mock!(Client::list_attributes)
+            .match_requests(|r| r.attribute_name() == Some("ecs.cpu-architecture"))
+            .sequence()
+            .output(move || {
+                ListAttributesOutput::builder()
+                    .attributes(attribute("ecs.cpu-architecture", "arm64", "i-1"))
+                    .next_token("2")
+                    .build()
+            })
+            .output(move || {
+                ListAttributesOutput::builder().attributes(attribute("ecs.cpu-architecture", "arm64", "i-2")).build()
+            })
+            .build();
+        let os = mock!(Client::list_attributes)
+            .match_requests(|r| r.attribute_name() == Some("ecs.os-type"))
+            .then_output(move || {
+                ListAttributesOutput::builder()
+                    .attributes(attribute("ecs.os-type", "linux", "i-1"))
+                    .attributes(attribute("ecs.os-type", "linux", "i-2"))
+                    .build()
+            });
+        let ecs = EcsAdapter::from_client(mock_client!(aws_sdk_ecs, RuleMode::MatchAny, [&arch, &os]));
+        let platforms = ecs.capacity_platforms("prod").await.expect("read");
+        assert_eq!(platforms, [Platform { os: "linux".into(), architecture: "arm64".into() }]);
+        assert_eq!(arch.num_calls(), 2, "both pages");
+    }
+
+    /// Service deployments newest first, each with its revision's pinned digests.
+    #[tokio::test]
+    async fn service_deployments_carry_the_digests_ecs_pinned() {
+        use aws_sdk_ecs::operation::describe_service_revisions::DescribeServiceRevisionsOutput;
+        use aws_sdk_ecs::operation::list_service_deployments::ListServiceDeploymentsOutput;
+        use aws_sdk_ecs::types::{
+            ContainerImage, ServiceDeploymentBrief, ServiceDeploymentStatus, ServiceRevision as R,
+        };
+        let brief = |n: i64, status: ServiceDeploymentStatus| {
+            ServiceDeploymentBrief::builder()
+                .service_deployment_arn(format!("arn:aws:ecs:us-east-1:123456789012:service-deployment/prod/users/{n}"))
+                .target_service_revision_arn(format!(
+                    "arn:aws:ecs:us-east-1:123456789012:service-revision/prod/users/{n}"
+                ))
+                .status(status)
+                .created_at(aws_smithy_types::DateTime::from_secs(n))
+                .build()
+        };
+        let list = mock!(Client::list_service_deployments).then_output(move || {
+            ListServiceDeploymentsOutput::builder()
+                .service_deployments(brief(1, ServiceDeploymentStatus::Successful))
+                .service_deployments(brief(2, ServiceDeploymentStatus::RollbackSuccessful))
+                .build()
+        });
+        let revisions = mock!(Client::describe_service_revisions)
+            .match_requests(|r| r.service_revision_arns().len() == 2)
+            .then_output(|| {
+                let revision = |n: u8| {
+                    R::builder()
+                        .service_revision_arn(format!(
+                            "arn:aws:ecs:us-east-1:123456789012:service-revision/prod/users/{n}"
+                        ))
+                        .task_definition(format!("arn:aws:ecs:us-east-1:123456789012:task-definition/users:{n}"))
+                        .container_images(
+                            ContainerImage::builder()
+                                .container_name("users")
+                                .image("123456789012.dkr.ecr.us-east-1.amazonaws.com/users:latest")
+                                .image_digest(format!("sha256:{}", format!("{n:02x}").repeat(32)))
+                                .build(),
+                        )
+                        .build()
+                };
+                DescribeServiceRevisionsOutput::builder()
+                    .service_revisions(revision(1))
+                    .service_revisions(revision(2))
+                    .build()
+            });
+        let ecs = EcsAdapter::from_client(mock_client!(aws_sdk_ecs, RuleMode::MatchAny, [&list, &revisions]));
+        let deployments = ecs.service_deployments("prod", &arn("users")).await.expect("read");
+        assert_eq!(
+            deployments.iter().map(|d| d.status.as_str()).collect::<Vec<_>>(),
+            ["ROLLBACK_SUCCESSFUL", "SUCCESSFUL"]
+        );
+        let first = deployments[1].revision.as_ref().expect("revision");
+        assert!(same_task_definition(&first.task_definition, "users:1"));
+        assert_eq!(first.containers[0].2.as_deref(), Some(format!("sha256:{}", "01".repeat(32)).as_str()));
+        assert_eq!(revisions.num_calls(), 1, "one DescribeServiceRevisions for both");
+    }
 }
