@@ -590,7 +590,8 @@ async fn follow_rollout(deps: &Deps, mut report: Report, event: &RolloutEvent) -
     };
     rollout.outcome = Some(outcome);
     info!(service = %service_name, digest = %digest, outcome = ?outcome, "rollout ended");
-    if outcome != Outcome::Succeeded {
+    // DRY_RUN publishes nothing either; the report and metrics still tell.
+    if outcome != Outcome::Succeeded && !report.dry_run {
         if let Some(notifier) = &deps.notifier {
             let verb = if outcome == Outcome::RolledBack { "rolled back" } else { "failed" };
             let subject = format!("ecr-autopilot: rollout to {}/{service_name} {verb}", rollout.cluster);
