@@ -1,6 +1,9 @@
 //! End to end: the real `deploy-on-push` binary behind cargo-lambda's Runtime
 //! API, fed push events shaped like the `events/` files, against moto.
 //!
+//! Images are pushed with a real config blob (`push_image_with_config`):
+//! deploy-on-push reads it (GetDownloadUrlForLayer) for the platform guard.
+//!
 //! moto quirks this works around (TESTING.md): `update_service` stores the
 //! task definition as given and adds no deployment, so we assert on the
 //! service's `taskDefinition`; image digests are given to PutImage as the
@@ -21,7 +24,7 @@ async fn world() -> World {
     moto().reset();
     let world = World::new().await;
     world.repository("users").await;
-    world.push_image("users", &["latest", "1.0.0"], "arm64", "first").await;
+    world.push_image_with_config("users", &["latest", "1.0.0"], "arm64", "linux", "first").await;
     world.cluster("microservices").await;
     world.cluster("staging").await;
     let plain = world.task_definition("users", &[("users", "/ecs/users"), ("envoy", "/ecs/users-envoy")]).await;
@@ -168,7 +171,7 @@ async fn a_push_rolls_out_only_to_services_that_track_it_and_changes_only_the_im
     let lambda = Lambda::start("deploy-on-push", &[]);
 
     // WHEN a new `latest` is pushed
-    let b = world.push_image("users", &["latest"], "arm64", "second").await;
+    let b = world.push_image_with_config("users", &["latest"], "arm64", "linux", "second").await;
     let report = lambda.invoke(&push_event(&b.digest, "latest", "evt-latest")).expect("handled");
 
     // THEN users (tracking latest) moves to the digest; the canary (semver:^1)
@@ -203,7 +206,7 @@ async fn a_push_rolls_out_only_to_services_that_track_it_and_changes_only_the_im
 
     // WHEN 1.1.0 is pushed THEN the canary follows it and users, pinned now,
     // still follows `latest` (from its revision's source tag)
-    let c = world.push_image("users", &["1.1.0"], "arm64", "third").await;
+    let c = world.push_image_with_config("users", &["1.1.0"], "arm64", "linux", "third").await;
     let report = lambda.invoke(&push_event(&c.digest, "1.1.0", "evt-110")).expect("handled");
     assert_eq!(status(&report, "users-canary"), "updated", "{report:#}");
     assert!(reason(&report, "users").starts_with("tag \"1.1.0\" is not tracked (users: latest)"), "{report:#}");
@@ -222,7 +225,7 @@ async fn the_same_event_three_times_makes_exactly_one_revision() {
     let _serial = serial().await;
     let world = world().await;
     let lambda = Lambda::start("deploy-on-push", &[]);
-    let b = world.push_image("users", &["latest"], "arm64", "again").await;
+    let b = world.push_image_with_config("users", &["latest"], "arm64", "linux", "again").await;
     let event = push_event(&b.digest, "latest", "evt-dup");
     let first = lambda.invoke(&event).expect("first");
     assert_eq!(status(&first, "users"), "updated");
@@ -243,10 +246,10 @@ async fn an_older_push_delivered_after_a_newer_one_is_skipped() {
     let track = aws_sdk_ecs::types::Tag::builder().key("autopilot:track").value("glob:*").build();
     world.ecs.tag_resource().resource_arn(arn).tags(track).send().await.expect("tag");
     let lambda = Lambda::start("deploy-on-push", &[]);
-    let older = world.push_image("users", &["latest", "build-41"], "arm64", "older").await;
+    let older = world.push_image_with_config("users", &["latest", "build-41"], "arm64", "linux", "older").await;
     // moto stamps imagePushedAt in whole seconds
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let newer = world.push_image("users", &["latest", "build-42"], "arm64", "newer").await;
+    let newer = world.push_image_with_config("users", &["latest", "build-42"], "arm64", "linux", "newer").await;
     let report = lambda.invoke(&push_event(&newer.digest, "build-42", "evt-42")).expect("newer");
     assert_eq!(status(&report, "users"), "updated");
     let deployed = world.service_task_definition("microservices", "users").await;
@@ -266,7 +269,7 @@ async fn an_amd64_only_index_is_refused_for_an_arm64_service() {
     let world = world().await;
     let lambda = Lambda::start("deploy-on-push", &[]);
     let before = world.service_task_definition("microservices", "users").await;
-    let amd64 = world.push_image("users", &[], "amd64", "x86-only").await;
+    let amd64 = world.push_image_with_config("users", &[], "amd64", "linux", "x86-only").await;
     let index = world.push_index("users", "latest", std::slice::from_ref(&amd64)).await;
     let mut event = push_event(&index, "latest", "evt-amd64");
     event["detail"]["manifest-media-type"] = json!("application/vnd.oci.image.index.v1+json");
@@ -275,7 +278,7 @@ async fn an_amd64_only_index_is_refused_for_an_arm64_service() {
     assert_eq!(world.service_task_definition("microservices", "users").await, before);
 
     // A multi-arch index with an arm64 manifest deploys, pinned to the index.
-    let arm64 = world.push_image("users", &[], "arm64", "arm-too").await;
+    let arm64 = world.push_image_with_config("users", &[], "arm64", "linux", "arm-too").await;
     let multi = world.push_index("users", "latest", &[amd64, arm64]).await;
     let mut event = push_event(&multi, "latest", "evt-multi");
     event["detail"]["manifest-media-type"] = json!("application/vnd.oci.image.index.v1+json");
@@ -289,7 +292,7 @@ async fn an_amd64_only_index_is_refused_for_an_arm64_service() {
 async fn dry_run_reports_the_exact_change_and_writes_nothing() {
     let _serial = serial().await;
     let world = world().await;
-    let b = world.push_image("users", &["latest"], "arm64", "dry").await;
+    let b = world.push_image_with_config("users", &["latest"], "arm64", "linux", "dry").await;
     let before = world.service_task_definition("microservices", "users").await;
     let lambda = Lambda::start("deploy-on-push", &[("DRY_RUN", "true")]);
     let report = lambda.invoke(&push_event(&b.digest, "latest", "evt-dry")).expect("dry run");
@@ -359,7 +362,7 @@ async fn arm64_release_bootstrap_rolls_a_push_out_under_qemu() {
     let _serial = serial().await;
     let world = world().await;
     let lambda = Lambda::start_arm64(&bootstrap, "deploy-on-push", &[]);
-    let b = world.push_image("users", &["latest"], "arm64", "qemu").await;
+    let b = world.push_image_with_config("users", &["latest"], "arm64", "linux", "qemu").await;
     let report = lambda.invoke(&push_event(&b.digest, "latest", "evt-qemu")).expect("push under qemu");
     assert_eq!(status(&report, "users"), "updated", "{report:#}");
 }

@@ -215,3 +215,29 @@ async fn arm64_release_bootstrap_does_the_sweep_under_qemu() {
     assert_eq!(strings(&report["created"]), tutorial_groups());
     assert_eq!(world.log_group("/ecs/users").await.expect("created").retention_days, Some(1));
 }
+
+#[tokio::test]
+async fn an_unused_revision_never_changes_an_existing_aws_group_but_still_gets_its_missing_one() {
+    let _serial = serial().await;
+    let world = tutorial().await;
+    // GIVEN an organisation trail's log group that keeps everything forever
+    world.create_log_group("/aws/cloudtrail/org", None, &[]).await;
+    // WHEN someone registers a revision no service uses that writes there and to a new group
+    let td =
+        world.task_definition("audit-tail", &[("tail", "/aws/cloudtrail/org"), ("shipper", "/ecs/audit-tail")]).await;
+    let mut registered = event("log-groups-register-task-definition.json");
+    registered["detail"]["requestParameters"]["family"] = json!("audit-tail");
+    registered["detail"]["responseElements"]["taskDefinition"]["taskDefinitionArn"] = json!(td);
+    registered["detail"]["responseElements"]["taskDefinition"]["family"] = json!("audit-tail");
+    let lambda = Lambda::start("log-groups", &[("LOG_RETENTION_DAYS", "1")]);
+    let report = lambda.invoke(&registered).expect("handled");
+    // THEN the audit log still never expires and is reported as left alone
+    assert_eq!(world.log_group("/aws/cloudtrail/org").await.expect("trail group").retention_days, None);
+    let skipped = report["skipped"].as_array().expect("skipped");
+    let trail = skipped.iter().find(|s| s["logGroup"] == "/aws/cloudtrail/org").expect("reported");
+    assert!(trail["reason"].as_str().unwrap_or_default().contains("/aws/"), "{report:#}");
+    // AND the missing group is created, as for any revision an event names
+    assert_eq!(strings(&report["created"]), ["/ecs/audit-tail"]);
+    assert_eq!(world.log_group("/ecs/audit-tail").await.expect("created").retention_days, Some(1));
+    assert!(strings(&report["retentionSet"]).is_empty());
+}

@@ -123,7 +123,9 @@ fn log_groups_triggers_and_parameters() {
     let rules = resources_of(&template, "AWS::Events::Rule");
     let api = rules
         .iter()
-        .find(|(_, r)| r["Properties"]["EventPattern"]["source"] == serde_json::json!(["aws.ecs"]))
+        .find(|(_, r)| {
+            r["Properties"]["EventPattern"]["detail-type"] == serde_json::json!(["AWS API Call via CloudTrail"])
+        })
         .expect("an ECS CloudTrail rule");
     let pattern = &api.1["Properties"]["EventPattern"];
     assert_eq!(pattern["detail-type"], serde_json::json!(["AWS API Call via CloudTrail"]));
@@ -215,9 +217,126 @@ fn deploy_on_push_trigger_serialisation_and_pass_role() {
     for needed in ["ecs:RegisterTaskDefinition", "ecs:UpdateService", "ecs:TagResource", "ecr:BatchGetImage"] {
         assert!(actions.contains(needed), "{needed} missing");
     }
+    let ecr_reads = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"];
     assert!(!actions
         .iter()
-        .any(|a| a.starts_with("ecr:") && !a.starts_with("ecr:Describe") && a != "ecr:BatchGetImage"));
+        .any(|a| a.starts_with("ecr:") && !a.starts_with("ecr:Describe") && !ecr_reads.contains(&a.as_str())));
+}
+
+/// Evaluates the intrinsics a condition value uses (`Ref` to a parameter,
+/// `Fn::Join`, `Fn::Split`), as CloudFormation would with these parameters.
+fn evaluate(value: &Value, parameters: &[(&str, &str)]) -> Value {
+    let object = match value {
+        Value::Array(items) => return Value::Array(items.iter().map(|v| evaluate(v, parameters)).collect()),
+        Value::Object(object) if object.len() == 1 => object,
+        other => return other.clone(),
+    };
+    let (function, argument) = object.iter().next().expect("one key");
+    let text = |v: &Value| v.as_str().expect("a string").to_string();
+    match function.as_str() {
+        "Ref" => {
+            let name = text(argument);
+            let found = parameters.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("parameter {name}"));
+            Value::String(found.1.to_string())
+        }
+        "Fn::Join" => {
+            let separator = text(&argument[0]);
+            let parts = evaluate(&argument[1], parameters);
+            let parts: Vec<String> = parts.as_array().expect("a list").iter().map(text).collect();
+            Value::String(parts.join(&separator))
+        }
+        "Fn::Split" => {
+            let separator = text(&argument[0]);
+            let whole = text(&evaluate(&argument[1], parameters));
+            Value::Array(whole.split(separator.as_str()).map(|s| Value::String(s.to_string())).collect())
+        }
+        other => panic!("intrinsic {other} is not evaluated by this test"),
+    }
+}
+
+/// IAM's StringLike: `*` any run of characters, `?` one character.
+fn string_like(pattern: &str, value: &str) -> bool {
+    let (p, v): (Vec<char>, Vec<char>) = (pattern.chars().collect(), value.chars().collect());
+    let mut matches = vec![vec![false; v.len() + 1]; p.len() + 1];
+    matches[0][0] = true;
+    for i in 1..=p.len() {
+        matches[i][0] = matches[i - 1][0] && p[i - 1] == '*';
+        for j in 1..=v.len() {
+            matches[i][j] = match p[i - 1] {
+                '*' => matches[i - 1][j] || matches[i][j - 1],
+                '?' => matches[i - 1][j - 1],
+                c => matches[i - 1][j - 1] && c == v[j - 1],
+            };
+        }
+    }
+    matches[p.len()][v.len()]
+}
+
+#[test]
+fn clusters_given_as_names_or_arns_with_spaces_scope_update_service() {
+    let template = translated();
+    let update = statements_of(&template, "DeployOnPushRole")
+        .into_iter()
+        .find(|s| as_list(&s["Action"]).iter().any(|a| a == "ecs:UpdateService"))
+        .expect("an UpdateService statement");
+    let condition = &update["Condition"]["Fn::If"];
+    assert_eq!(condition[0], "HasClusters");
+    let arn = |name: &str| format!("arn:aws:ecs:us-east-1:123456789012:cluster/{name}");
+    for clusters in
+        [format!("{}, staging", arn("prod")), format!(" staging ,{} ", arn("prod")), "prod,staging".to_string()]
+    {
+        let allowed = evaluate(&condition[1]["StringLike"]["ecs:cluster"], &[("Clusters", &clusters)]);
+        let patterns: Vec<String> =
+            allowed.as_array().expect("a list").iter().map(|v| v.as_str().expect("text").to_string()).collect();
+        let permits = |cluster: &str| patterns.iter().any(|p| string_like(p, cluster));
+        assert!(permits(&arn("prod")), "{clusters:?}: prod denied by {patterns:?}");
+        assert!(permits(&arn("staging")), "{clusters:?}: staging denied by {patterns:?}");
+        for other in ["dev", "prod-eu", "staging2", "pro"] {
+            assert!(!permits(&arn(other)), "{clusters:?}: {other} allowed by {patterns:?}");
+        }
+    }
+    assert_eq!(condition[2]["Ref"], "AWS::NoValue", "no CLUSTERS: every service of the account and region");
+}
+
+#[test]
+fn deploy_on_push_follows_rollouts_and_reads_what_its_guards_need() {
+    let template = translated();
+    let rules = resources_of(&template, "AWS::Events::Rule");
+    let (_, rollouts) = rules
+        .iter()
+        .find(|(_, r)| {
+            r["Properties"]["EventPattern"]["detail-type"] == serde_json::json!(["ECS Deployment State Change"])
+        })
+        .expect("a deployment-state rule");
+    let p = &rollouts["Properties"];
+    assert_eq!(p["EventPattern"]["source"], serde_json::json!(["aws.ecs"]));
+    assert_eq!(
+        p["EventPattern"]["detail"]["eventName"],
+        serde_json::json!(["SERVICE_DEPLOYMENT_COMPLETED", "SERVICE_DEPLOYMENT_FAILED"])
+    );
+    assert_eq!(p["Targets"][0]["Arn"]["Fn::GetAtt"], serde_json::json!(["DeployOnPushFunction", "Arn"]));
+    let env = &template["Resources"]["DeployOnPushFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(env["ALARM_TOPIC_ARN"]["Ref"], "AlarmTopic");
+
+    let statements = statements_of(&template, "DeployOnPushRole");
+    let with = |action: &str| {
+        statements
+            .iter()
+            .find(|s| as_list(&s["Action"]).iter().any(|a| a == action))
+            .unwrap_or_else(|| panic!("{action} missing"))
+            .clone()
+    };
+    let publish = with("sns:Publish");
+    assert_eq!(publish["Resource"]["Ref"], "AlarmTopic", "publishes to the alarm topic only");
+    assert_eq!(as_list(&publish["Action"]).len(), 1);
+    let blob = with("ecr:GetDownloadUrlForLayer");
+    assert!(blob["Resource"]["Fn::Sub"].as_str().unwrap_or_default().contains(":repository/"));
+    for read in
+        ["ecs:ListServiceDeployments", "ecs:DescribeServiceRevisions", "ecs:ListAttributes", "ecs:DescribeTasks"]
+    {
+        let statement = with(read);
+        assert_ne!(statement["Resource"], "*", "{read} is scoped");
+    }
 }
 
 #[test]
@@ -252,6 +371,7 @@ fn quota_scan_schedule_alarm_and_topic() {
     let template = translated();
     let params = &template["Parameters"];
     assert_eq!(params["StorageQuotaBytes"]["Default"], 500000000);
+    assert_eq!(params["ImagesPerRepositoryQuota"]["Default"], 100000, "ECR's default today");
     assert_eq!(params["QuotaSchedule"]["Default"], "rate(1 hour)");
     let alarm = &template["Resources"]["RegistryStorageAlarm"]["Properties"];
     assert_eq!(alarm["MetricName"], "RegistryStorageUtilization");

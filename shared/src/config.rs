@@ -104,6 +104,25 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
         self.get("METRICS_NAMESPACE").unwrap_or_else(|| DEFAULT_METRICS_NAMESPACE.into())
     }
 
+    /// `CLUSTERS`: comma-separated cluster names or cluster ARNs, whitespace
+    /// around each trimmed; empty means every cluster.
+    pub fn clusters(&self) -> Result<Vec<String>, Error> {
+        let clusters = self.list("CLUSTERS");
+        for cluster in &clusters {
+            if !is_cluster_name_or_arn(cluster) {
+                return Err(invalid(
+                    "CLUSTERS",
+                    self.get("CLUSTERS").unwrap_or_default(),
+                    &format!(
+                        "{cluster:?} is neither a cluster name (letters, digits, - and _, up to 255) \
+                         nor a cluster ARN (arn:aws:ecs:<region>:<account>:cluster/<name>)"
+                    ),
+                ));
+            }
+        }
+        Ok(clusters)
+    }
+
     /// `SWEEP_CONCURRENCY`: AWS calls in flight during a sweep, 1 to 16, default 4.
     pub fn sweep_concurrency(&self) -> Result<usize, Error> {
         Ok(self.in_range("SWEEP_CONCURRENCY", 4, 1, 16)? as usize)
@@ -127,6 +146,23 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
             value: raw.chars().take(200).collect(),
             problem,
         })
+    }
+}
+
+/// An ECS cluster name, or a cluster ARN whose name is one.
+pub fn is_cluster_name_or_arn(value: &str) -> bool {
+    let name_ok = |n: &str| {
+        (1..=255).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    match value.strip_prefix("arn:") {
+        None => name_ok(value),
+        Some(rest) => {
+            let parts: Vec<&str> = rest.splitn(5, ':').collect();
+            parts.len() == 5
+                && parts[0].starts_with("aws")
+                && parts[1] == "ecs"
+                && parts[4].strip_prefix("cluster/").is_some_and(name_ok)
+        }
     }
 }
 

@@ -74,15 +74,51 @@ impl OptIn {
     }
 }
 
-/// What ECR says about the pushed image and about the images services run now.
+/// What AWS says about the pushed image, the images services run now and
+/// the capacity they run on.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ImageFacts {
     /// The pushed digest; `None` when the repository no longer has it.
     pub pushed: Option<Image>,
-    /// The platforms of the pushed image when it is an index.
+    /// The platforms the pushed image offers: an index's, or the one a single
+    /// image's config blob names. `None` when not read.
     pub platforms: Option<Vec<Platform>>,
-    /// Images services are pinned to now, by digest.
+    /// Images services run now (pinned by them or by ECS), by digest.
     pub running: BTreeMap<String, Image>,
+    /// `(service ARN, container)` → the digest ECS pinned for a container
+    /// that names a tag (service revision, else DescribeTasks).
+    pub pinned_by_ecs: BTreeMap<(String, String), String>,
+    /// Cluster name → the platforms of its EC2 container instances.
+    pub capacity: BTreeMap<String, Vec<Platform>>,
+}
+
+/// The platform a service's tasks run on, and how we know it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServicePlatform {
+    Known { platform: Platform, source: &'static str },
+    Unknown(String),
+}
+
+/// `runtimePlatform`, else Fargate's default (Linux on X86_64), else the
+/// cluster's EC2 capacity when all of it agrees, else unknown.
+pub fn service_platform(service: &Service, td: &TaskDefinition, capacity: Option<&Vec<Platform>>) -> ServicePlatform {
+    if let Some(platform) = td.declared_platform() {
+        return ServicePlatform::Known { platform, source: "its runtimePlatform" };
+    }
+    if service.on_fargate() {
+        let platform = Platform { os: "linux".into(), architecture: "amd64".into() };
+        return ServicePlatform::Known { platform, source: "Fargate's default" };
+    }
+    match capacity.map(Vec::as_slice) {
+        Some([one]) => ServicePlatform::Known { platform: one.clone(), source: "its cluster's container instances" },
+        Some(many) if !many.is_empty() => ServicePlatform::Unknown(format!(
+            "no runtimePlatform, and the cluster's container instances run {}",
+            many.iter().map(|p| format!("{}/{}", p.os, p.architecture)).collect::<Vec<_>>().join(" and ")
+        )),
+        _ => ServicePlatform::Unknown(
+            "no runtimePlatform, and no EC2 container instance reports ecs.cpu-architecture".into(),
+        ),
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -149,6 +185,18 @@ pub fn plan_service(
         Ok(o) => o,
         Err(reason) => return skip(plan, reason),
     };
+    if let Some(controller) =
+        service.deployment_controller.as_deref().filter(|c| matches!(*c, "CODE_DEPLOY" | "EXTERNAL"))
+    {
+        return skip(
+            plan,
+            format!(
+                "deployment controller {controller}: UpdateService cannot change this service's task definition; \
+                 deploy it through {}",
+                if controller == "CODE_DEPLOY" { "CodeDeploy" } else { "its external controller (task sets)" }
+            ),
+        );
+    }
     if let Some(scope) = service.tags.get(TAG_CONTAINERS) {
         for name in scope.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             if !td.containers.iter().any(|c| c.name == name) {
@@ -203,33 +251,65 @@ pub fn plan_service(
     if !pushed.tags.contains(&push.tag) {
         return skip(plan, format!("stale event: tag {:?} now points to another image", push.tag));
     }
-    if accepted.iter().all(|(_, image, _)| image.digest.as_deref() == Some(push.digest.as_str())) {
+    // What each accepted container runs now: its pinned digest, else the
+    // digest ECS pinned when it resolved the container's tag.
+    let running_digest = |name: &str, image: &ImageRef| -> Option<String> {
+        image.digest.clone().or_else(|| facts.pinned_by_ecs.get(&(service.arn.clone(), name.to_string())).cloned())
+    };
+    if accepted.iter().all(|(name, image, _)| running_digest(name, image).as_deref() == Some(push.digest.as_str())) {
         return skip(plan, format!("already running {}", push.digest));
     }
 
     for (name, image, track) in &accepted {
+        let running = running_digest(name, image).filter(|d| *d != push.digest);
+        let running_image = running.as_ref().and_then(|d| facts.running.get(d));
         if track.is_semver() {
-            let running = followed(name, image).as_deref().and_then(version_of);
-            if let (Some(running), Some(pushed_version)) = (running, version_of(&push.tag)) {
-                if pushed_version < running {
-                    return skip(plan, format!("older version: {name} runs {running}, the push is {pushed_version}"));
+            // The version it runs: the tag it follows, or the highest version
+            // among the tags ECR holds for the digest it runs.
+            let from_tags = running_image.into_iter().flat_map(|i| i.tags.iter()).filter_map(|t| version_of(t));
+            let running_version =
+                followed(name, image).as_deref().and_then(version_of).into_iter().chain(from_tags).max();
+            if let (Some(running_version), Some(pushed_version)) = (running_version, version_of(&push.tag)) {
+                if pushed_version < running_version {
+                    let at = running.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
+                    return skip(
+                        plan,
+                        format!("older version: {name} runs {running_version}{at}, the push is {pushed_version}"),
+                    );
                 }
             }
-        } else if let Some(running) = image.digest.as_ref().and_then(|d| facts.running.get(d)) {
-            if running.digest != push.digest && running.pushed_at > pushed.pushed_at {
-                return skip(plan, format!("older push: {name} runs {}, pushed after this image", running.digest));
+        } else if let Some(running_image) = running_image {
+            if running_image.pushed_at > pushed.pushed_at {
+                let tags =
+                    if running_image.tags.is_empty() { "untagged".into() } else { running_image.tags.join(", ") };
+                return skip(
+                    plan,
+                    format!("older push: {name} runs {} ({tags}), pushed after this image", running_image.digest),
+                );
             }
         }
     }
 
-    if let Some(platforms) = &facts.platforms {
-        let arch = td.oci_architecture();
-        if !platforms.iter().any(|p| p.architecture == arch && p.os == "linux") {
-            let offered: Vec<String> = platforms.iter().map(|p| format!("{}/{}", p.os, p.architecture)).collect();
-            return skip(
-                plan,
-                format!("platform mismatch: the service runs linux/{arch}, the image offers {}", offered.join(", ")),
-            );
+    match service_platform(service, td, facts.capacity.get(service.cluster_name())) {
+        ServicePlatform::Known { platform, source } => {
+            if let Some(offered) = &facts.platforms {
+                let fits = offered.iter().any(|p| p.architecture == platform.architecture && p.os == platform.os);
+                if !fits {
+                    let offered: Vec<String> = offered.iter().map(|p| format!("{}/{}", p.os, p.architecture)).collect();
+                    return skip(
+                        plan,
+                        format!(
+                            "platform mismatch: the service runs {}/{} ({source}), the image offers {}",
+                            platform.os,
+                            platform.architecture,
+                            if offered.is_empty() { "no platform".into() } else { offered.join(", ") }
+                        ),
+                    );
+                }
+            }
+        }
+        ServicePlatform::Unknown(why) => {
+            plan.warnings.push(format!("platform unknown ({why}): the image's platform was not checked"));
         }
     }
 
@@ -281,7 +361,7 @@ mod tests {
             task_definition: "arn:aws:ecs:us-east-1:123456789012:task-definition/users:1".into(),
             tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             circuit_breaker_rollback: true,
-            deployments: vec![],
+            ..Default::default()
         }
     }
 
@@ -295,8 +375,13 @@ mod tests {
                 .map(|(name, image)| Container { name: name.to_string(), image: image.to_string(), log: None })
                 .collect(),
             cpu_architecture: Some("ARM64".into()),
+            os_family: Some("LINUX".into()),
             tags: Tags::new(),
         }
+    }
+
+    fn linux(architecture: &str) -> Platform {
+        Platform { os: "linux".into(), architecture: architecture.into() }
     }
 
     fn image(d: u8, tags: &[&str], pushed_at: i64) -> Image {
@@ -385,7 +470,7 @@ mod tests {
         let f = ImageFacts {
             pushed: Some(image(2, &["latest"], 200)),
             running: [(digest(1), image(1, &[], 100))].into(),
-            platforms: None,
+            ..Default::default()
         };
         assert!(skipped(decision(&push("latest", 2), &s, &t, &f)).starts_with("no tag to track"));
         t.tags.insert(container_tag_key("users"), "latest".into());
@@ -442,7 +527,7 @@ mod tests {
         let f = ImageFacts {
             pushed: Some(image(2, &["latest"], 100)),
             running: [(digest(3), image(3, &[], 200))].into(),
-            platforms: None,
+            ..Default::default()
         };
         assert!(skipped(decision(&push("latest", 2), &s, &t, &f)).starts_with("older push"));
         // A stale event: the tag has moved on to another image since.
@@ -459,7 +544,7 @@ mod tests {
         let f = ImageFacts {
             pushed: Some(image(2, &["1.3.9"], 500)),
             running: [(digest(3), image(3, &[], 100))].into(),
-            platforms: None,
+            ..Default::default()
         };
         assert!(skipped(decision(&push("1.3.9", 2), &s, &t, &f)).starts_with("older version"));
         let newer = ImageFacts { pushed: Some(image(2, &["v1.5.0"], 50)), ..f.clone() };
@@ -476,7 +561,7 @@ mod tests {
         let f = ImageFacts {
             pushed: Some(image(2, &["latest"], 1)),
             platforms: Some(vec![amd64.clone()]),
-            running: BTreeMap::new(),
+            ..Default::default()
         };
         assert!(skipped(decision(&push("latest", 2), &s, &t, &f)).starts_with("platform mismatch"));
         let arm64 = Platform { os: "linux".into(), architecture: "arm64".into() };
@@ -510,6 +595,116 @@ mod tests {
         let Decision::Update { changes, .. } = plan.decision else { panic!("expected update") };
         assert_eq!(changes.iter().map(|c| c.container.as_str()).collect::<Vec<_>>(), ["worker"]);
         assert!(plan.warnings.iter().any(|w| w.contains("\"ghost\"")));
+    }
+
+    #[test]
+    fn code_deploy_and_external_services_are_skipped_naming_their_controller() {
+        let t = td(&[("users", &format!("{HOST}/users:latest"))]);
+        let f = facts(image(2, &["latest"], 1));
+        for controller in ["CODE_DEPLOY", "EXTERNAL"] {
+            let mut s = service(&[(TAG_DEPLOY, "on")]);
+            s.deployment_controller = Some(controller.into());
+            let reason = skipped(decision(&push("latest", 2), &s, &t, &f));
+            assert!(reason.starts_with(&format!("deployment controller {controller}")), "{reason}");
+        }
+        let mut ecs = service(&[(TAG_DEPLOY, "on")]);
+        ecs.deployment_controller = Some("ECS".into());
+        assert!(matches!(decision(&push("latest", 2), &ecs, &t, &f), Decision::Update { .. }));
+    }
+
+    #[test]
+    fn a_container_naming_a_tag_is_compared_with_the_digest_ecs_pinned() {
+        // GIVEN users names release-5's image by tag and tracks release-*;
+        // ECS resolved that tag to digest 5, pushed at 500
+        let t = td(&[("users", &format!("{HOST}/users:release-5"))]);
+        for track in ["glob:release-*", "regex:release-[0-9]+"] {
+            let s = service(&[(TAG_DEPLOY, "on"), (TAG_TRACK, track)]);
+            let mut f = ImageFacts {
+                pushed: Some(image(4, &["release-4"], 400)),
+                running: [(digest(5), image(5, &["release-5"], 500))].into(),
+                ..Default::default()
+            };
+            f.pinned_by_ecs.insert((s.arn.clone(), "users".into()), digest(5));
+            // WHEN release-4's event arrives late THEN it is skipped, saying what runs
+            let reason = skipped(decision(&push("release-4", 4), &s, &t, &f));
+            assert!(reason.starts_with("older push: users runs"), "{track}: {reason}");
+            assert!(reason.contains("release-5"), "{reason}");
+            // AND a newer push deploys
+            let newer = ImageFacts { pushed: Some(image(6, &["release-6"], 600)), ..f.clone() };
+            assert!(matches!(decision(&push("release-6", 6), &s, &t, &newer), Decision::Update { .. }), "{track}");
+            // AND the digest ECS already runs is not deployed again
+            let same = ImageFacts { pushed: Some(image(5, &["release-5"], 500)), ..f };
+            assert!(skipped(decision(&push("release-5", 5), &s, &t, &same)).starts_with("already running"));
+        }
+    }
+
+    #[test]
+    fn semver_reads_a_digest_pins_version_from_the_tags_ecr_holds() {
+        // GIVEN a container pinned by a person to 1.4.0's digest, no recorded tag
+        let t = td(&[("users", &format!("{HOST}/users@{}", digest(3)))]);
+        let s = service(&[(TAG_DEPLOY, "on"), (TAG_TRACK, "semver:^1")]);
+        let f = ImageFacts {
+            pushed: Some(image(2, &["1.0.1"], 900)),
+            running: [(digest(3), image(3, &["1.4.0", "stable"], 100))].into(),
+            ..Default::default()
+        };
+        let reason = skipped(decision(&push("1.0.1", 2), &s, &t, &f));
+        assert_eq!(reason, format!("older version: users runs 1.4.0 ({}), the push is 1.0.1", digest(3)));
+        let higher = ImageFacts { pushed: Some(image(2, &["1.5.0"], 900)), ..f };
+        assert!(matches!(decision(&push("1.5.0", 2), &s, &t, &higher), Decision::Update { .. }));
+    }
+
+    #[test]
+    fn a_single_platform_image_is_checked_like_an_index() {
+        let t = td(&[("users", &format!("{HOST}/users:latest"))]);
+        let s = service(&[(TAG_DEPLOY, "on")]);
+        let amd64 = ImageFacts { platforms: Some(vec![linux("amd64")]), ..facts(image(2, &["latest"], 1)) };
+        let reason = skipped(decision(&push("latest", 2), &s, &t, &amd64));
+        assert_eq!(
+            reason,
+            "platform mismatch: the service runs linux/arm64 (its runtimePlatform), the image offers linux/amd64"
+        );
+        let arm64 = ImageFacts { platforms: Some(vec![linux("arm64")]), ..amd64 };
+        assert!(matches!(decision(&push("latest", 2), &s, &t, &arm64), Decision::Update { .. }));
+    }
+
+    #[test]
+    fn windows_services_compare_the_os_too() {
+        let mut t = td(&[("users", &format!("{HOST}/users:latest"))]);
+        t.cpu_architecture = Some("X86_64".into());
+        t.os_family = Some("WINDOWS_SERVER_2022_CORE".into());
+        let s = service(&[(TAG_DEPLOY, "on")]);
+        let linux_image = ImageFacts { platforms: Some(vec![linux("amd64")]), ..facts(image(2, &["latest"], 1)) };
+        assert!(skipped(decision(&push("latest", 2), &s, &t, &linux_image)).contains("runs windows/amd64"));
+        let windows = Platform { os: "windows".into(), architecture: "amd64".into() };
+        let windows_image = ImageFacts { platforms: Some(vec![windows]), ..linux_image };
+        assert!(matches!(decision(&push("latest", 2), &s, &t, &windows_image), Decision::Update { .. }));
+    }
+
+    #[test]
+    fn without_runtime_platform_the_capacity_decides_else_unknown_is_reported() {
+        let mut t = td(&[("users", &format!("{HOST}/users:latest"))]);
+        t.cpu_architecture = None;
+        t.os_family = None;
+        let mut s = service(&[(TAG_DEPLOY, "on")]);
+        s.launch_type = Some("EC2".into());
+        let amd64_image = ImageFacts { platforms: Some(vec![linux("amd64")]), ..facts(image(2, &["latest"], 1)) };
+        // Graviton capacity: an amd64 image is refused.
+        let mut graviton = amd64_image.clone();
+        graviton.capacity.insert("prod".into(), vec![linux("arm64")]);
+        let reason = skipped(decision(&push("latest", 2), &s, &t, &graviton));
+        assert!(reason.contains("linux/arm64 (its cluster's container instances)"), "{reason}");
+        // Mixed or no capacity: unknown, reported, not refused.
+        let mut mixed = amd64_image.clone();
+        mixed.capacity.insert("prod".into(), vec![linux("amd64"), linux("arm64")]);
+        let plan = plan_service(&push("latest", 2), &s, &t, &mixed, false).expect("considered");
+        assert!(matches!(plan.decision, Decision::Update { .. }));
+        assert!(plan.warnings.iter().any(|w| w.starts_with("platform unknown")), "{:?}", plan.warnings);
+        let plan = plan_service(&push("latest", 2), &s, &t, &amd64_image, false).expect("considered");
+        assert!(plan.warnings.iter().any(|w| w.contains("no EC2 container instance")), "{:?}", plan.warnings);
+        // Fargate without runtimePlatform is Linux on X86_64.
+        s.launch_type = Some("FARGATE".into());
+        assert!(matches!(decision(&push("latest", 2), &s, &t, &amd64_image), Decision::Update { .. }));
     }
 
     fn arb_image() -> impl Strategy<Value = String> {

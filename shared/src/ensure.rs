@@ -206,7 +206,7 @@ mod tests {
     }
 
     fn target(name: &str) -> Target {
-        Target { name: name.into(), ..Default::default() }
+        Target { name: name.into(), in_use: true, ..Default::default() }
     }
 
     fn group(name: &str, retention: Option<i32>, manual: bool) -> LogGroup {

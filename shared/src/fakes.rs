@@ -8,8 +8,12 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::lifecycle::StorageClass;
-use crate::model::{Image, LogGroup, Platform, RunningTask, Service, Tags, TaskDefinition};
-use crate::ports::{Created, Deleted, EcrRead, EcsRead, EcsWrite, LogGroupStore, Registry, Repository};
+use crate::model::{
+    Image, LogGroup, Manifest, Platform, RunningTask, Service, ServiceDeployment, Tags, TaskDefinition,
+};
+use crate::ports::{
+    Created, Deleted, EcrRead, EcsRead, EcsWrite, LogGroupStore, Notifier, Registry, Repository, ServiceHistory,
+};
 use crate::prune::RepoImage;
 use crate::AwsError;
 
@@ -137,6 +141,12 @@ pub struct FakeEcs {
     pub failing_updates: Mutex<usize>,
     /// `(cluster, task)` pairs of running tasks.
     pub tasks: Vec<(String, RunningTask)>,
+    /// `(service ARN, deployment)`: what ListServiceDeployments returns.
+    pub deployments: Vec<(String, ServiceDeployment)>,
+    /// `(task definition, container, digest)`: what DescribeTasks reports.
+    pub task_container_digests: Vec<(String, String, String)>,
+    /// cluster name → the platforms of its container instances.
+    pub capacity: BTreeMap<String, Vec<Platform>>,
 }
 
 fn not_found(operation: &'static str, code: &str, what: &str) -> AwsError {
@@ -251,11 +261,15 @@ impl EcsWrite for FakeEcs {
     }
 }
 
-/// ECR in memory: images by digest, and index platforms by digest.
+/// ECR in memory: images by digest, index platforms by digest, and config
+/// blobs by image digest (a single manifest whose config is that blob).
+/// A digest with neither is an image whose config says linux/arm64.
 #[derive(Default)]
 pub struct FakeEcr {
     pub images: BTreeMap<String, Image>,
     pub platforms: BTreeMap<String, Vec<Platform>>,
+    /// image digest → (config media type, config blob bytes).
+    pub configs: BTreeMap<String, (String, Vec<u8>)>,
 }
 
 #[async_trait]
@@ -269,8 +283,95 @@ impl EcrRead for FakeEcr {
         Ok(image.map(|i| ("123456789012".to_string(), i)))
     }
 
-    async fn index_platforms(&self, _repository: &str, digest: &str) -> Result<Option<Vec<Platform>>, AwsError> {
-        Ok(self.platforms.get(digest).cloned())
+    async fn manifest(&self, _repository: &str, digest: &str) -> Result<Manifest, AwsError> {
+        if let Some(platforms) = self.platforms.get(digest) {
+            return Ok(Manifest::Index { platforms: platforms.clone() });
+        }
+        let (media_type, blob) = self.config_of(digest);
+        Ok(Manifest::Single {
+            config_media_type: media_type,
+            config_digest: format!("config-of-{digest}"),
+            config_size: Some(blob.len() as u64),
+            artifact_type: None,
+        })
+    }
+
+    async fn config_blob(&self, _repository: &str, digest: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, AwsError> {
+        let image = digest.strip_prefix("config-of-").unwrap_or(digest);
+        let (_, blob) = self.config_of(image);
+        Ok((blob.len() as u64 <= max_bytes).then_some(blob))
+    }
+}
+
+impl FakeEcr {
+    fn config_of(&self, digest: &str) -> (String, Vec<u8>) {
+        self.configs.get(digest).cloned().unwrap_or_else(|| {
+            (crate::media::OCI_IMAGE_CONFIG.to_string(), br#"{"architecture":"arm64","os":"linux"}"#.to_vec())
+        })
+    }
+}
+
+#[async_trait]
+impl ServiceHistory for FakeEcs {
+    async fn service_deployments(&self, _cluster: &str, service_arn: &str) -> Result<Vec<ServiceDeployment>, AwsError> {
+        let mut found: Vec<ServiceDeployment> =
+            self.deployments.iter().filter(|(s, _)| s == service_arn).map(|(_, d)| d.clone()).collect();
+        found.sort_by_key(|d| std::cmp::Reverse(d.created_at));
+        Ok(found)
+    }
+
+    async fn deployment_task_definition(
+        &self,
+        _cluster: &str,
+        _service_arn: &str,
+        _deployment_id: &str,
+    ) -> Result<Option<String>, AwsError> {
+        Ok(None)
+    }
+
+    async fn task_digests(
+        &self,
+        _cluster: &str,
+        _service_name: &str,
+        task_definition: &str,
+    ) -> Result<Vec<(String, String)>, AwsError> {
+        Ok(self
+            .task_container_digests
+            .iter()
+            .filter(|(td, _, _)| td == task_definition)
+            .map(|(_, c, d)| (c.clone(), d.clone()))
+            .collect())
+    }
+
+    async fn capacity_platforms(&self, cluster: &str) -> Result<Vec<Platform>, AwsError> {
+        Ok(self.capacity.get(crate::model::cluster_name(cluster)).cloned().unwrap_or_default())
+    }
+}
+
+/// Notifications in memory.
+#[derive(Default)]
+pub struct FakeNotifier {
+    pub published: Mutex<Vec<(String, String)>>,
+}
+
+impl FakeNotifier {
+    pub fn messages(&self) -> Vec<(String, String)> {
+        lock(&self.published).clone()
+    }
+}
+
+#[async_trait]
+impl Notifier for FakeNotifier {
+    async fn publish(&self, subject: &str, message: &str) -> Result<(), AwsError> {
+        lock(&self.published).push((subject.to_string(), message.to_string()));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Notifier for std::sync::Arc<FakeNotifier> {
+    async fn publish(&self, subject: &str, message: &str) -> Result<(), AwsError> {
+        self.as_ref().publish(subject, message).await
     }
 }
 

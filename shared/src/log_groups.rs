@@ -42,6 +42,8 @@ pub struct Target {
     pub containers: BTreeSet<String>,
     pub clusters: BTreeSet<String>,
     pub services: BTreeSet<String>,
+    /// A service in use writes to it (not only a revision an event named).
+    pub in_use: bool,
 }
 
 impl Target {
@@ -73,6 +75,12 @@ pub enum SkipReason {
     InvalidName,
     /// An `awslogs` container without an `awslogs-group` option.
     MissingGroupOption,
+    /// The group exists and only revisions nothing uses name it: its
+    /// retention is someone else's business (an audit log, say).
+    NotInUse,
+    /// Like [`SkipReason::NotInUse`], for a group under `/aws/`, which AWS
+    /// services own.
+    AwsOwnedNotInUse,
 }
 
 impl SkipReason {
@@ -82,6 +90,13 @@ impl SkipReason {
             SkipReason::ManualRetention => format!("log group is tagged {TAG_RETENTION}=manual"),
             SkipReason::InvalidName => "awslogs-group is not a valid log group name".into(),
             SkipReason::MissingGroupOption => "awslogs container has no awslogs-group option".into(),
+            SkipReason::NotInUse => {
+                "log group exists and no service in use writes to it (only an unused revision names it)".into()
+            }
+            SkipReason::AwsOwnedNotInUse => {
+                "log group is under /aws/ and no service in use writes to it: left to the AWS service that owns it"
+                    .into()
+            }
         }
     }
 }
@@ -135,6 +150,7 @@ pub fn targets<'a>(
             target.containers.insert(container.name.clone());
             target.clusters.extend(usage.cluster.clone());
             target.services.extend(usage.service.clone());
+            target.in_use |= usage.service.is_some();
         }
     }
     (by_name.into_values().collect(), skipped)
@@ -179,6 +195,12 @@ pub fn decide(target: &Target, existing: Option<&LogGroup>, settings: &Settings)
     if group.tags.get(TAG_RETENTION).is_some_and(|v| v.trim().eq_ignore_ascii_case("manual")) {
         return Decision::Skip(SkipReason::ManualRetention);
     }
+    // An existing group is changed only for a writer in use: registering a
+    // revision that names `/aws/cloudtrail/org` must not make an audit log expire.
+    if !target.in_use && group.retention_days.is_none() {
+        let aws_owned = group.name.starts_with("/aws/");
+        return Decision::Skip(if aws_owned { SkipReason::AwsOwnedNotInUse } else { SkipReason::NotInUse });
+    }
     match group.retention_days {
         Some(days) => Decision::Compliant { retention_days: days },
         None => Decision::SetRetention {
@@ -216,6 +238,7 @@ mod tests {
             revision: 1,
             containers,
             cpu_architecture: None,
+            os_family: None,
             tags: Tags::new(),
         }
     }
@@ -332,13 +355,33 @@ mod tests {
     }
 
     #[test]
-    fn never_expiring_group_gets_retention() {
-        let target = Target { name: "g".into(), ..Default::default() };
+    fn never_expiring_group_gets_retention_only_when_in_use() {
+        let in_use = Target { name: "g".into(), in_use: true, ..Default::default() };
         let group = existing("g", None, &[]);
         assert!(matches!(
-            decide(&target, Some(&group), &settings()),
+            decide(&in_use, Some(&group), &settings()),
             Decision::SetRetention { retention_days: 30, .. }
         ));
+        // Only an unused revision names it (a RegisterTaskDefinition event).
+        let unused = Target { name: "g".into(), ..Default::default() };
+        assert_eq!(decide(&unused, Some(&group), &settings()), Decision::Skip(SkipReason::NotInUse));
+        // An AWS-owned audit log is reported as such, and left alone.
+        let trail = Target { name: "/aws/cloudtrail/org".into(), ..Default::default() };
+        let group = existing("/aws/cloudtrail/org", None, &[]);
+        assert_eq!(decide(&trail, Some(&group), &settings()), Decision::Skip(SkipReason::AwsOwnedNotInUse));
+        let trail_in_use = Target { in_use: true, ..trail.clone() };
+        assert!(matches!(decide(&trail_in_use, Some(&group), &settings()), Decision::SetRetention { .. }));
+        // A missing group is still created for any revision an event names.
+        assert!(matches!(decide(&trail, None, &settings()), Decision::Create { .. }));
+    }
+
+    #[test]
+    fn a_service_usage_marks_its_groups_in_use() {
+        let def = td("users", vec![awslogs("app", &[("awslogs-group", "/ecs/users")])]);
+        let (unused, _) = targets([(&def, &Usage::default())], "us-east-1");
+        assert!(!unused[0].in_use);
+        let (used, _) = targets([(&def, &Usage::default()), (&def, &used_by("prod", "users"))], "us-east-1");
+        assert!(used[0].in_use);
     }
 
     #[test]

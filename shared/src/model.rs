@@ -6,24 +6,54 @@ use std::collections::BTreeMap;
 pub type Tags = BTreeMap<String, String>;
 
 /// One revision of an ECS task definition, as far as the planners need it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TaskDefinition {
     pub arn: String,
     pub family: String,
     pub revision: i32,
     pub containers: Vec<Container>,
-    /// `runtimePlatform.cpuArchitecture` (`ARM64`, `X86_64`); unset means X86_64.
+    /// `runtimePlatform.cpuArchitecture` (`ARM64`, `X86_64`), when set.
     pub cpu_architecture: Option<String>,
+    /// `runtimePlatform.operatingSystemFamily` (`LINUX`, `WINDOWS_SERVER_2022_CORE`, …), when set.
+    pub os_family: Option<String>,
     pub tags: Tags,
 }
 
 impl TaskDefinition {
-    /// The OCI architecture its tasks run on: `arm64` or `amd64`.
-    pub fn oci_architecture(&self) -> &'static str {
-        match self.cpu_architecture.as_deref() {
-            Some(a) if a.eq_ignore_ascii_case("ARM64") => "arm64",
-            _ => "amd64",
+    /// The platform its `runtimePlatform` declares, in OCI words, or `None`
+    /// when it declares neither architecture nor operating system.
+    pub fn declared_platform(&self) -> Option<Platform> {
+        let os = self.os_family.as_deref().map(oci_os);
+        let architecture = self.cpu_architecture.as_deref().map(oci_architecture);
+        match (os, architecture) {
+            (None, None) => None,
+            // ECS runs Windows tasks on x86_64 only; Linux defaults to X86_64.
+            (os, architecture) => Some(Platform {
+                os: os.unwrap_or("linux").to_string(),
+                architecture: architecture.unwrap_or("amd64").to_string(),
+            }),
         }
+    }
+}
+
+/// ECS's `ARM64` / `X86_64` (or an instance's `arm64` / `x86_64` attribute) in OCI words.
+pub fn oci_architecture(ecs: &str) -> &'static str {
+    match ecs.trim().to_ascii_lowercase().as_str() {
+        "arm64" | "aarch64" => "arm64",
+        "x86_64" | "amd64" => "amd64",
+        _ => "unknown",
+    }
+}
+
+/// ECS's `LINUX` / `WINDOWS_SERVER_*` (or an instance's `ecs.os-type`) in OCI words.
+pub fn oci_os(ecs: &str) -> &'static str {
+    let ecs = ecs.trim().to_ascii_lowercase();
+    if ecs.starts_with("windows") {
+        "windows"
+    } else if ecs == "linux" {
+        "linux"
+    } else {
+        "unknown"
     }
 }
 
@@ -42,7 +72,7 @@ pub struct LogConfiguration {
 }
 
 /// An ECS service with its tags and the task definition it runs now.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Service {
     pub arn: String,
     pub name: String,
@@ -55,6 +85,12 @@ pub struct Service {
     /// Task definitions of the PRIMARY and ACTIVE deployments: what its tasks
     /// may be running now, which can differ from `task_definition` mid-rollout.
     pub deployments: Vec<String>,
+    /// `deploymentController.type`: `ECS` (also when unset), `CODE_DEPLOY`, `EXTERNAL`.
+    pub deployment_controller: Option<String>,
+    /// `launchType` (`FARGATE`, `EC2`, `EXTERNAL`), when the service names one.
+    pub launch_type: Option<String>,
+    /// The capacity providers of its strategy, when it has one.
+    pub capacity_providers: Vec<String>,
 }
 
 /// A running task: its task definition and the digests its containers run.
@@ -69,6 +105,52 @@ impl Service {
     pub fn cluster_name(&self) -> &str {
         cluster_name(&self.cluster_arn)
     }
+
+    /// Runs on Fargate: its launch type, or every provider of its strategy.
+    pub fn on_fargate(&self) -> bool {
+        match self.launch_type.as_deref() {
+            Some(t) => t.eq_ignore_ascii_case("FARGATE"),
+            None => {
+                !self.capacity_providers.is_empty()
+                    && self
+                        .capacity_providers
+                        .iter()
+                        .all(|p| p.eq_ignore_ascii_case("FARGATE") || p.eq_ignore_ascii_case("FARGATE_SPOT"))
+            }
+        }
+    }
+}
+
+/// One service deployment (ListServiceDeployments) with the revision it
+/// deploys (DescribeServiceRevisions).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceDeployment {
+    pub arn: String,
+    /// `PENDING`, `IN_PROGRESS`, `SUCCESSFUL`, `STOPPED`, `ROLLBACK_SUCCESSFUL`, …
+    pub status: String,
+    pub status_reason: Option<String>,
+    /// Seconds since the epoch.
+    pub created_at: i64,
+    pub revision: Option<ServiceRevision>,
+}
+
+/// A service revision: the task definition and, per container, the digest
+/// ECS resolved its image to when the deployment started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceRevision {
+    pub arn: String,
+    pub task_definition: String,
+    /// `(container, image as written, digest ECS pinned)`.
+    pub containers: Vec<(String, String, Option<String>)>,
+}
+
+/// What an image manifest is, as deploy-on-push needs to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Manifest {
+    /// An image index: the platforms it offers (attestations left out).
+    Index { platforms: Vec<Platform> },
+    /// A single manifest: its config descriptor, and the OCI `artifactType` if set.
+    Single { config_media_type: String, config_digest: String, config_size: Option<u64>, artifact_type: Option<String> },
 }
 
 /// `arn:aws:ecs:us-east-1:123456789012:cluster/prod` → `prod`; a bare name is

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use std::collections::BTreeMap;
 
 use crate::lifecycle::StorageClass;
-use crate::model::{Image, LogGroup, Platform, RunningTask, Service, Tags, TaskDefinition};
+use crate::model::{Image, LogGroup, Manifest, RunningTask, Service, ServiceDeployment, Tags, TaskDefinition};
 use crate::prune::RepoImage;
 use crate::AwsError;
 
@@ -79,9 +79,50 @@ pub trait EcrRead: Send + Sync {
     /// The image a tag points at now, with the registry (account) it lives in.
     async fn resolve_tag(&self, repository: &str, tag: &str) -> Result<Option<(String, Image)>, AwsError>;
 
-    /// The platforms an image index offers (attestations left out), or `None`
-    /// when the digest is a single-platform manifest.
-    async fn index_platforms(&self, repository: &str, digest: &str) -> Result<Option<Vec<Platform>>, AwsError>;
+    /// What the manifest of this digest is: an index with its platforms, or a
+    /// single manifest with its config descriptor (BatchGetImage, a pull).
+    async fn manifest(&self, repository: &str, digest: &str) -> Result<Manifest, AwsError>;
+
+    /// The bytes of a small blob (an image config): GetDownloadUrlForLayer, then
+    /// one bounded GET of that URL. `None` when it is larger than `max_bytes`.
+    async fn config_blob(&self, repository: &str, digest: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, AwsError>;
+}
+
+/// What ECS pinned and where: the reads deploy-on-push's rollback and
+/// platform guards and its rollout follow-up need, apart from [`EcsRead`].
+#[async_trait]
+pub trait ServiceHistory: Send + Sync {
+    /// The service's newest deployments (at most 20), newest first, each with
+    /// the revision it deploys. Empty for a service that has none recorded.
+    async fn service_deployments(&self, cluster: &str, service_arn: &str) -> Result<Vec<ServiceDeployment>, AwsError>;
+
+    /// The task definition of the deployment with this id (`ecs-svc/…`) as
+    /// DescribeServices lists it, if it still does.
+    async fn deployment_task_definition(
+        &self,
+        cluster: &str,
+        service_arn: &str,
+        deployment_id: &str,
+    ) -> Result<Option<String>, AwsError>;
+
+    /// `(container, digest)` as DescribeTasks reports them for the service's
+    /// running tasks of this task definition.
+    async fn task_digests(
+        &self,
+        cluster: &str,
+        service_name: &str,
+        task_definition: &str,
+    ) -> Result<Vec<(String, String)>, AwsError>;
+
+    /// The `(ecs.os-type, ecs.cpu-architecture)` of each EC2 container
+    /// instance registered in the cluster (ListAttributes).
+    async fn capacity_platforms(&self, cluster: &str) -> Result<Vec<crate::model::Platform>, AwsError>;
+}
+
+/// Where an operator hears about a failed rollout: the alarm topic.
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    async fn publish(&self, subject: &str, message: &str) -> Result<(), AwsError>;
 }
 
 /// An ECR repository with its tags.

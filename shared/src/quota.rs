@@ -15,8 +15,8 @@ use crate::prune::RepoImage;
 /// 500 MB, the private-repository free tier, read as decimal megabytes: the
 /// smaller of the two readings, so warnings come early.
 pub const FREE_TIER_BYTES: u64 = 500_000_000;
-/// ECR's default "images per repository" quota.
-pub const DEFAULT_IMAGES_PER_REPOSITORY: u64 = 20_000;
+/// ECR's default "images per repository" quota (adjustable on request).
+pub const DEFAULT_IMAGES_PER_REPOSITORY: u64 = 100_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -46,12 +46,20 @@ pub struct Quotas {
     pub warn_percent: u32,
 }
 
-/// Image count (every row: tagged, untagged, indexes, artifacts), stored
-/// bytes (index rows skipped) and how many rows are indexes.
+/// Image count (every row not archived: tagged, untagged, indexes,
+/// artifacts), stored bytes (index and archived rows skipped) and how many
+/// rows are indexes. Archived rows are counted by [`archived`].
 pub fn measure(images: &[RepoImage]) -> (usize, u64, usize) {
-    let indexes = images.iter().filter(|i| i.is_index()).count();
-    let bytes = images.iter().filter(|i| !i.is_index()).map(|i| i.size_bytes.unwrap_or(0).max(0) as u64).sum();
-    (images.len(), bytes, indexes)
+    let active: Vec<&RepoImage> = images.iter().filter(|i| !i.is_archived()).collect();
+    let indexes = active.iter().filter(|i| i.is_index()).count();
+    let bytes = active.iter().filter(|i| !i.is_index()).map(|i| i.size_bytes.unwrap_or(0).max(0) as u64).sum();
+    (active.len(), bytes, indexes)
+}
+
+/// Archived rows: ECR's archive storage class, billed apart from standard
+/// storage, so neither in the image count nor in the storage figure above.
+pub fn archived(images: &[RepoImage]) -> usize {
+    images.iter().filter(|i| i.is_archived()).count()
 }
 
 /// Bytes when every distinct layer (by digest) is counted once.
@@ -96,6 +104,14 @@ mod tests {
         let images =
             [row(1, Some(300), true), row(2, Some(300), false), row(3, Some(280), false), row(4, Some(50), false)];
         assert_eq!(measure(&images), (4, 630, 1));
+    }
+
+    #[test]
+    fn archived_rows_are_counted_apart_and_their_bytes_not_at_all() {
+        let archived = |n| RepoImage { storage_class: crate::lifecycle::StorageClass::Archive, ..row(n, Some(1_000), false) };
+        let images = [row(1, Some(300), false), archived(2), archived(3)];
+        assert_eq!(measure(&images), (1, 300, 0));
+        assert_eq!(super::archived(&images), 2);
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub struct Config {
     pub kms_key_arn: Option<String>,
     /// `METRICS_NAMESPACE`: the CloudWatch namespace of our EMF metrics.
     pub metrics_namespace: String,
+    /// `ALARM_TOPIC_ARN`: the SNS topic a failed or rolled-back rollout is
+    /// reported to; unset means metrics only.
+    pub alarm_topic_arn: Option<String>,
 }
 
 impl Config {
@@ -30,12 +33,13 @@ impl Config {
 
     fn from_vars<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<Self, Error> {
         Ok(Config {
-            clusters: vars.list("CLUSTERS"),
+            clusters: vars.clusters()?,
             dry_run: vars.bool("DRY_RUN", false)?,
             concurrency: vars.sweep_concurrency()?,
             retention_days: vars.log_retention_days()?,
             kms_key_arn: vars.arn("LOG_KMS_KEY_ARN", "kms")?,
             metrics_namespace: vars.metrics_namespace(),
+            alarm_topic_arn: vars.arn("ALARM_TOPIC_ARN", "sns")?,
         })
     }
 }
@@ -55,5 +59,11 @@ mod tests {
         assert!(config(&[("DRY_RUN", "1")]).unwrap_err().to_string().contains("DRY_RUN"));
         assert!(config(&[("LOG_RETENTION_DAYS", "10")]).unwrap_err().to_string().contains("LOG_RETENTION_DAYS"));
         assert_eq!(config(&[("CLUSTERS", "prod, staging")]).expect("ok").clusters, ["prod", "staging"]);
+        let arn = "arn:aws:ecs:us-east-1:123456789012:cluster/prod";
+        assert_eq!(config(&[("CLUSTERS", &format!(" {arn} ,\tstaging "))]).expect("ok").clusters, [arn, "staging"]);
+        for bad in ["prod staging", "arn:aws:ecs:us-east-1:123456789012:service/prod/users", "a/b"] {
+            assert!(config(&[("CLUSTERS", bad)]).unwrap_err().to_string().contains("CLUSTERS"), "{bad}");
+        }
+        assert!(config(&[("ALARM_TOPIC_ARN", "alarms")]).unwrap_err().to_string().contains("ALARM_TOPIC_ARN"));
     }
 }

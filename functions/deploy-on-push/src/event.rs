@@ -13,13 +13,37 @@ use autopilot::Error;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
     /// A successful push of a tagged image.
-    Push { push: Push, manifest_media_type: Option<String> },
+    Push { push: Push, manifest_media_type: Option<String>, artifact_media_type: Option<String> },
+    /// An `ECS Deployment State Change`: how a rollout ended.
+    Rollout(RolloutEvent),
     /// A well-formed event that asks for nothing: a failure, a delete, the
     /// untagged child manifest of a multi-arch push.
     Ignore { event_id: String, reason: String },
     /// An operator's "what would a push of this tag do" (always a dry run
     /// unless `dryRun` is false).
     Manual(ManualRequest),
+}
+
+/// The end (or progress) of an ECS service deployment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutEvent {
+    pub event_id: String,
+    /// `SERVICE_DEPLOYMENT_IN_PROGRESS`, `_COMPLETED` or `_FAILED`.
+    pub event_name: String,
+    pub deployment_id: String,
+    pub service_arn: String,
+    pub cluster: String,
+    pub reason: Option<String>,
+}
+
+/// The `detail` of an `ECS Deployment State Change` event.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeploymentStateChange {
+    event_name: String,
+    deployment_id: String,
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -44,6 +68,8 @@ struct ImageAction {
     image_tag: Option<String>,
     #[serde(default)]
     manifest_media_type: Option<String>,
+    #[serde(default)]
+    artifact_media_type: Option<String>,
 }
 
 impl Input {
@@ -63,9 +89,12 @@ impl Input {
         }
         let event: EventBridgeEvent<Value> =
             serde_json::from_value(payload).map_err(|e| Error::malformed(format!("EventBridge envelope: {e}")))?;
+        if event.source == "aws.ecs" && event.detail_type == "ECS Deployment State Change" {
+            return rollout(event);
+        }
         if event.source != "aws.ecr" || event.detail_type != "ECR Image Action" {
             return Err(Error::UnexpectedEvent(format!(
-                "source {:?} with detail-type {:?}; deploy-on-push handles aws.ecr \"ECR Image Action\" events",
+                "source {:?} with detail-type {:?}; deploy-on-push handles aws.ecr \"ECR Image Action\" and aws.ecs \"ECS Deployment State Change\" events",
                 event.source, event.detail_type
             )));
         }
@@ -102,8 +131,38 @@ impl Input {
         Ok(Input::Push {
             push: Push { account, region, repository: detail.repository_name, digest, tag, event_id },
             manifest_media_type: detail.manifest_media_type,
+            artifact_media_type: detail.artifact_media_type,
         })
     }
+}
+
+fn rollout(event: EventBridgeEvent<Value>) -> Result<Input, Error> {
+    let event_id = event.id.clone().filter(|id| !id.is_empty()).ok_or_else(|| Error::malformed("event has no id"))?;
+    let detail: DeploymentStateChange = serde_json::from_value(event.detail)
+        .map_err(|e| Error::malformed(format!("ECS Deployment State Change detail: {e}")))?;
+    let service_arn = event
+        .resources
+        .iter()
+        .flatten()
+        .find(|r| r.starts_with("arn:") && r.contains(":service/"))
+        .cloned()
+        .ok_or_else(|| Error::malformed("ECS Deployment State Change: resources name no service ARN"))?;
+    // arn:aws:ecs:<region>:<account>:service/<cluster>/<service>
+    let cluster = service_arn
+        .split_once(":service/")
+        .and_then(|(prefix, rest)| Some(format!("{prefix}:cluster/{}", rest.split_once('/')?.0)))
+        .ok_or_else(|| Error::malformed(format!("{service_arn} is not a service ARN with its cluster")))?;
+    if !detail.deployment_id.starts_with("ecs-svc/") {
+        return Err(Error::malformed(format!("deploymentId {:?} is not ecs-svc/<id>", detail.deployment_id)));
+    }
+    Ok(Input::Rollout(RolloutEvent {
+        event_id,
+        event_name: detail.event_name,
+        deployment_id: detail.deployment_id,
+        service_arn,
+        cluster,
+        reason: detail.reason,
+    }))
 }
 
 #[cfg(test)]
@@ -142,6 +201,21 @@ mod tests {
             Input::parse(fixture("deploy-on-push-multiarch-index.json")).expect("index"),
             Input::Push { manifest_media_type: Some(_), .. }
         ));
+    }
+
+    #[test]
+    fn documented_deployment_state_changes_parse() {
+        let Input::Rollout(failed) = Input::parse(fixture("deploy-on-push-deployment-failed.json")).expect("parses")
+        else {
+            panic!("expected a rollout")
+        };
+        assert_eq!(failed.event_name, "SERVICE_DEPLOYMENT_FAILED");
+        assert_eq!(failed.service_arn, "arn:aws:ecs:us-east-1:123456789012:service/microservices/users");
+        assert_eq!(failed.cluster, "arn:aws:ecs:us-east-1:123456789012:cluster/microservices");
+        assert!(failed.reason.as_deref().unwrap_or_default().contains("circuit breaker"));
+        let mut no_service = fixture("deploy-on-push-deployment-failed.json");
+        no_service["resources"] = json!([]);
+        assert!(Input::parse(no_service).unwrap_err().to_string().contains("no service ARN"));
     }
 
     #[test]

@@ -15,28 +15,31 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::{info, instrument, warn};
 
+use autopilot::aws::ecs::same_task_definition;
 use autopilot::aws::ApiCalls;
 use autopilot::deploy::{
     plan_service, ContainerChange, Decision, ImageFacts, OptIn, Push, ServicePlan, TAG_SOURCE_DIGEST,
-    TAG_SOURCE_REVISION,
+    TAG_SOURCE_REVISION, TAG_SOURCE_TAG,
 };
-use autopilot::discover;
+use autopilot::discover::{self, not_found_as};
 use autopilot::ensure::{ensure_for_task_definition, GroupOutcome, GroupResult};
-use autopilot::image_ref::ImageRef;
 use autopilot::log_groups::{Settings, Usage};
-use autopilot::media::is_index_media_type;
-use autopilot::model::{Service, TaskDefinition};
-use autopilot::ports::{EcrRead, EcsRead, EcsWrite, LogGroupStore};
+use autopilot::media::{self, is_index_media_type};
+use autopilot::model::{Manifest, Platform, Service, TaskDefinition};
+use autopilot::ports::{EcrRead, EcsRead, EcsWrite, LogGroupStore, Notifier, ServiceHistory};
 use autopilot::telemetry::{Metrics, Unit};
 use autopilot::Error;
 
 pub use config::Config;
-use event::Input;
+use event::{Input, RolloutEvent};
+
+/// An image config blob larger than this is not an image config.
+pub const CONFIG_BLOB_MAX_BYTES: u64 = 1024 * 1024;
 
 /// ECS reads and writes, through one adapter so a new revision copies the
 /// task definition discovery already read.
-pub trait Ecs: EcsRead + EcsWrite {}
-impl<T: EcsRead + EcsWrite> Ecs for T {}
+pub trait Ecs: EcsRead + EcsWrite + ServiceHistory {}
+impl<T: EcsRead + EcsWrite + ServiceHistory> Ecs for T {}
 
 pub struct Deps {
     pub config: Config,
@@ -44,6 +47,8 @@ pub struct Deps {
     pub ecs: Box<dyn Ecs>,
     pub ecr: Box<dyn EcrRead>,
     pub logs: Box<dyn LogGroupStore>,
+    /// The alarm topic, when `ALARM_TOPIC_ARN` is set.
+    pub notifier: Option<Box<dyn Notifier>>,
     pub api_calls: ApiCalls,
 }
 
@@ -101,7 +106,40 @@ pub struct Report {
     pub services: Vec<ServiceReport>,
     /// Opted-in services that do not run this repository.
     pub unrelated_services: usize,
+    /// How a rollout ended, for an `ECS Deployment State Change` event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutReport>,
     pub api_calls: BTreeMap<String, u64>,
+}
+
+/// How one rollout of ours ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    RolledBack,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutReport {
+    pub cluster: String,
+    pub service: String,
+    pub deployment_id: String,
+    pub event: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_definition: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A message went to the alarm topic.
+    pub notified: bool,
 }
 
 impl Report {
@@ -117,6 +155,7 @@ impl Report {
             skipped: None,
             services: Vec::new(),
             unrelated_services: 0,
+            rollout: None,
             api_calls: BTreeMap::new(),
         }
     }
@@ -133,10 +172,24 @@ pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
             report.skipped = Some(reason);
             report
         }
-        Input::Push { push, manifest_media_type } => {
+        Input::Push { push, manifest_media_type, artifact_media_type } => {
             let dry_run = deps.config.dry_run;
-            let report = Report::new("push", Some(push.event_id.clone()), dry_run);
-            roll_out(deps, report, &push, manifest_media_type.as_deref(), dry_run).await?
+            let mut report = Report::new("push", Some(push.event_id.clone()), dry_run);
+            match not_an_image(artifact_media_type.as_deref(), manifest_media_type.as_deref()) {
+                Some(reason) => {
+                    info!(event_id = %push.event_id, reason = %reason, "push ignored");
+                    report.repository = Some(push.repository.clone());
+                    report.tag = Some(push.tag.clone());
+                    report.digest = Some(push.digest.clone());
+                    report.skipped = Some(reason);
+                    report
+                }
+                None => roll_out(deps, report, &push, dry_run).await?,
+            }
+        }
+        Input::Rollout(event) => {
+            let report = Report::new("rollout", Some(event.event_id.clone()), deps.config.dry_run);
+            follow_rollout(deps, report, &event).await?
         }
         Input::Manual(request) => {
             let dry_run = deps.config.dry_run || request.dry_run != Some(false);
@@ -155,23 +208,32 @@ pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
                 event_id: "manual".into(),
             };
             let report = Report::new("manual", None, dry_run);
-            roll_out(deps, report, &push, image.manifest_media_type.as_deref(), dry_run).await?
+            roll_out(deps, report, &push, dry_run).await?
         }
     };
     report.api_calls = deps.api_calls.since(&calls_before);
-    if !report.dry_run || report.services.iter().any(|s| s.status == Status::Updated) {
+    if let Some(outcome) = report.rollout.as_ref().and_then(|r| r.outcome) {
+        rollout_metrics(&report, outcome, &deps.config.metrics_namespace).emit();
+    } else if report.rollout.is_none()
+        && (!report.dry_run || report.services.iter().any(|s| s.status == Status::Updated))
+    {
         metrics(&report, &deps.config.metrics_namespace).emit();
     }
     finish(report)
 }
 
-async fn roll_out(
-    deps: &Deps,
-    mut report: Report,
-    push: &Push,
-    media_type: Option<&str>,
-    dry_run: bool,
-) -> Result<Report, Error> {
+/// Why an event's `artifact-media-type` says the push is not a container
+/// image, if it does. An event without one is checked on its manifest; an
+/// index is checked through its platforms, whatever the event says.
+pub fn not_an_image(artifact_media_type: Option<&str>, manifest_media_type: Option<&str>) -> Option<String> {
+    let artifact = artifact_media_type.map(str::trim).filter(|a| !a.is_empty())?;
+    if media::is_image_config_media_type(artifact) || manifest_media_type.is_some_and(is_index_media_type) {
+        return None;
+    }
+    Some(format!("not a container image: the push is {}", media::describe(artifact)))
+}
+
+async fn roll_out(deps: &Deps, mut report: Report, push: &Push, dry_run: bool) -> Result<Report, Error> {
     report.repository = Some(push.repository.clone());
     report.tag = Some(push.tag.clone());
     report.digest = Some(push.digest.clone());
@@ -202,7 +264,14 @@ async fn roll_out(
         return Ok(report);
     }
 
-    let facts = image_facts(deps, push, media_type, &relevant).await?;
+    let facts = match image_facts(deps, push, &relevant).await? {
+        Ok(facts) => facts,
+        Err(reason) => {
+            info!(repository = %push.repository, reason = %reason, "push skipped");
+            report.skipped = Some(reason);
+            return Ok(report);
+        }
+    };
     // An event forwarded from another account names that account's
     // registry; the repository of that name here is not the one pushed to.
     if let Some(owner) = facts.pushed.as_ref().and_then(|i| i.registry_id.as_deref()) {
@@ -224,26 +293,39 @@ async fn roll_out(
     Ok(report)
 }
 
-/// What ECR says: the pushed image (push time, current tags), its platforms
-/// if it is an index, and the images the relevant services are pinned to.
+/// What AWS says: the pushed image (push time, current tags) and the
+/// platforms it offers, what the relevant services run now (pinned by them,
+/// or by ECS for a container that names a tag) and the capacity they run on.
+/// `Err(Ok(reason))` when the push turns out not to be a runnable image.
 async fn image_facts(
     deps: &Deps,
     push: &Push,
-    media_type: Option<&str>,
     relevant: &[(&Service, &TaskDefinition)],
-) -> Result<ImageFacts, Error> {
+) -> Result<Result<ImageFacts, String>, Error> {
     let mut facts =
         ImageFacts { pushed: deps.ecr.describe_image(&push.repository, &push.digest).await?, ..Default::default() };
-    let maybe_index = media_type.is_none_or(is_index_media_type);
-    if facts.pushed.is_some() && maybe_index {
-        facts.platforms = deps.ecr.index_platforms(&push.repository, &push.digest).await?;
+    if facts.pushed.is_some() {
+        match pushed_platforms(deps, push).await? {
+            Ok(platforms) => facts.platforms = Some(platforms),
+            Err(reason) => return Ok(Err(reason)),
+        }
     }
-    let mut running: Vec<String> = relevant
-        .iter()
-        .flat_map(|(s, td)| autopilot::deploy::matching_containers(push, s, td))
-        .filter_map(|(_, image): (&str, ImageRef)| image.digest)
-        .filter(|d| *d != push.digest)
-        .collect();
+    let mut running: Vec<String> = Vec::new();
+    for (service, td) in relevant {
+        let matching = autopilot::deploy::matching_containers(push, service, td);
+        running.extend(matching.iter().filter_map(|(_, image)| image.digest.clone()));
+        let by_tag: Vec<&str> = matching.iter().filter(|(_, i)| i.digest.is_none()).map(|(n, _)| *n).collect();
+        if by_tag.is_empty() {
+            continue;
+        }
+        for (container, digest) in pinned_by_ecs(deps, service).await? {
+            if by_tag.contains(&container.as_str()) {
+                running.push(digest.clone());
+                facts.pinned_by_ecs.insert((service.arn.clone(), container), digest);
+            }
+        }
+    }
+    running.retain(|d| *d != push.digest);
     running.sort();
     running.dedup();
     for digest in running {
@@ -251,7 +333,73 @@ async fn image_facts(
             facts.running.insert(digest, image);
         }
     }
-    Ok(facts)
+    for (service, td) in relevant {
+        let needs_capacity = td.declared_platform().is_none() && !service.on_fargate();
+        if needs_capacity && !facts.capacity.contains_key(service.cluster_name()) {
+            let platforms = deps.ecs.capacity_platforms(&service.cluster_arn).await?;
+            facts.capacity.insert(service.cluster_name().to_string(), platforms);
+        }
+    }
+    Ok(Ok(facts))
+}
+
+/// `(container, digest)` ECS pinned for the service now: the newest service
+/// revision of the task definition it runs, else its running tasks.
+async fn pinned_by_ecs(deps: &Deps, service: &Service) -> Result<Vec<(String, String)>, Error> {
+    let deployments = deps.ecs.service_deployments(&service.cluster_arn, &service.arn).await?;
+    let revision = deployments
+        .iter()
+        .filter_map(|d| d.revision.as_ref())
+        .find(|r| same_task_definition(&r.task_definition, &service.task_definition));
+    if let Some(revision) = revision {
+        return Ok(revision
+            .containers
+            .iter()
+            .filter_map(|(name, _, digest)| Some((name.clone(), digest.clone()?)))
+            .collect());
+    }
+    Ok(deps.ecs.task_digests(&service.cluster_arn, &service.name, &service.task_definition).await?)
+}
+
+/// The platforms the pushed image offers: an index's, or the one its config
+/// blob names. `Err(Ok(reason))` for an artifact or an unusable config.
+async fn pushed_platforms(deps: &Deps, push: &Push) -> Result<Result<Vec<Platform>, String>, Error> {
+    let (config_media_type, config_digest, config_size, artifact_type) =
+        match deps.ecr.manifest(&push.repository, &push.digest).await? {
+            Manifest::Index { platforms } => return Ok(Ok(platforms)),
+            Manifest::Single { config_media_type, config_digest, config_size, artifact_type } => {
+                (config_media_type, config_digest, config_size, artifact_type)
+            }
+        };
+    if let Some(artifact) = artifact_type.filter(|a| !media::is_image_config_media_type(a)) {
+        return Ok(Err(format!("not a container image: the push is {}", media::describe(&artifact))));
+    }
+    if !media::is_image_config_media_type(&config_media_type) {
+        let what =
+            if config_media_type.is_empty() { "no config".to_string() } else { media::describe(&config_media_type) };
+        return Ok(Err(format!("not a container image: its config is {what}")));
+    }
+    let too_large =
+        || Ok(Err(format!("the image config blob {config_digest} is larger than 1 MiB: not an image config")));
+    if config_size.is_some_and(|n| n > CONFIG_BLOB_MAX_BYTES) {
+        return too_large();
+    }
+    let Some(blob) = deps.ecr.config_blob(&push.repository, &config_digest, CONFIG_BLOB_MAX_BYTES).await? else {
+        return too_large();
+    };
+    Ok(platform_of_config(&blob)
+        .map(|p| vec![p])
+        .map_err(|problem| format!("the image config blob {config_digest} {problem}")))
+}
+
+/// The `os` and `architecture` an image config names.
+pub fn platform_of_config(blob: &[u8]) -> Result<Platform, String> {
+    let config: Value = serde_json::from_slice(blob).map_err(|e| format!("is not JSON: {e}"))?;
+    let field = |name: &str| config.get(name).and_then(Value::as_str).map(str::trim).filter(|v| !v.is_empty());
+    match (field("os"), field("architecture")) {
+        (Some(os), Some(architecture)) => Ok(Platform { os: os.to_string(), architecture: architecture.to_string() }),
+        _ => Err("names no os and architecture".into()),
+    }
 }
 
 async fn apply(deps: &Deps, push: &Push, service: &Service, td: &TaskDefinition, plan: ServicePlan) -> ServiceReport {
@@ -371,6 +519,115 @@ fn metrics(report: &Report, namespace: &str) -> Metrics {
     m
 }
 
+/// An `ECS Deployment State Change`: which revision the deployment rolled
+/// out, whether it is one of ours (`autopilot:source-digest`), how it ended;
+/// a failure or a rollback is published to the alarm topic.
+async fn follow_rollout(deps: &Deps, mut report: Report, event: &RolloutEvent) -> Result<Report, Error> {
+    let service_name = event.service_arn.rsplit('/').next().unwrap_or_default().to_string();
+    let mut rollout = RolloutReport {
+        cluster: autopilot::model::cluster_name(&event.cluster).to_string(),
+        service: service_name.clone(),
+        deployment_id: event.deployment_id.clone(),
+        event: event.event_name.clone(),
+        outcome: None,
+        task_definition: None,
+        digest: None,
+        tag: None,
+        reason: event.reason.clone(),
+        notified: false,
+    };
+    let finished = |mut report: Report, rollout: RolloutReport, skipped: Option<String>| {
+        report.skipped = skipped;
+        report.rollout = Some(rollout);
+        Ok(report)
+    };
+    let completed = match event.event_name.as_str() {
+        "SERVICE_DEPLOYMENT_COMPLETED" => true,
+        "SERVICE_DEPLOYMENT_FAILED" => false,
+        other => return finished(report, rollout, Some(format!("{other}: the rollout has not ended yet"))),
+    };
+
+    // The revision the deployment rolled out: from DescribeServices while it
+    // lists the deployment, else the newest service deployment whose status
+    // agrees with the event.
+    let deployments = deps.ecs.service_deployments(&event.cluster, &event.service_arn).await?;
+    let agrees = |status: &str| {
+        if completed {
+            status == "SUCCESSFUL"
+        } else {
+            matches!(status, "STOPPED" | "STOP_REQUESTED" | "FAILED") || status.starts_with("ROLLBACK_")
+        }
+    };
+    let newest = deployments.iter().find(|d| d.revision.is_some() && agrees(&d.status));
+    let listed = deps.ecs.deployment_task_definition(&event.cluster, &event.service_arn, &event.deployment_id).await?;
+    let Some(task_definition) =
+        listed.or_else(|| newest.and_then(|d| d.revision.as_ref()).map(|r| r.task_definition.clone()))
+    else {
+        let why =
+            format!("deployment {} is no longer listed: which revision it rolled out is unknown", event.deployment_id);
+        return finished(report, rollout, Some(why));
+    };
+    let revision = deps.ecs.describe_task_definition(&task_definition).await.map_err(|e| {
+        not_found_as(e, || format!("task definition {task_definition:?} of deployment {}", event.deployment_id))
+    })?;
+    rollout.task_definition = Some(revision.arn.clone());
+    let Some(digest) = revision.tags.get(TAG_SOURCE_DIGEST) else {
+        let why = format!("not a rollout of ours: {} has no {TAG_SOURCE_DIGEST} tag", revision.arn);
+        return finished(report, rollout, Some(why));
+    };
+    rollout.digest = Some(digest.clone());
+    rollout.tag = revision.tags.get(TAG_SOURCE_TAG).cloned();
+    let rolled_back = newest.is_some_and(|d| d.status.starts_with("ROLLBACK_"))
+        || event.reason.as_deref().is_some_and(|r| {
+            let r = r.to_ascii_lowercase();
+            r.contains("rolling back") || r.contains("rolled back")
+        });
+    let outcome = match (completed, rolled_back) {
+        (true, _) => Outcome::Succeeded,
+        (false, true) => Outcome::RolledBack,
+        (false, false) => Outcome::Failed,
+    };
+    rollout.outcome = Some(outcome);
+    info!(service = %service_name, digest = %digest, outcome = ?outcome, "rollout ended");
+    // DRY_RUN publishes nothing either; the report and metrics still tell.
+    if outcome != Outcome::Succeeded && !report.dry_run {
+        if let Some(notifier) = &deps.notifier {
+            let verb = if outcome == Outcome::RolledBack { "rolled back" } else { "failed" };
+            let subject = format!("ecr-autopilot: rollout to {}/{service_name} {verb}", rollout.cluster);
+            let message = format!(
+                "The rollout of {digest}{} to ECS service {service_name} (cluster {}) {verb}.\n\
+                 Revision: {}\nDeployment: {}\nECS says: {}\n\n\
+                 See it with: aws ecs list-service-deployments --cluster {} --service {service_name}",
+                rollout.tag.as_deref().map(|t| format!(" (tag {t})")).unwrap_or_default(),
+                rollout.cluster,
+                revision.arn,
+                event.deployment_id,
+                event.reason.as_deref().unwrap_or("no reason given"),
+                rollout.cluster,
+            );
+            notifier.publish(&subject, &message).await?;
+            rollout.notified = true;
+        }
+    }
+    report.rollout = Some(rollout);
+    Ok(report)
+}
+
+fn rollout_metrics(report: &Report, outcome: Outcome, namespace: &str) -> Metrics {
+    let is = |o| if outcome == o { 1.0 } else { 0.0 };
+    let mut m = Metrics::new(namespace).dimension("Function", report.function);
+    m.put("RolloutsSucceeded", is(Outcome::Succeeded), Unit::Count)
+        .put("RolloutsFailed", is(Outcome::Failed), Unit::Count)
+        .put("RolloutsRolledBack", is(Outcome::RolledBack), Unit::Count);
+    if let Some(rollout) = &report.rollout {
+        m.property("service", Value::String(format!("{}/{}", rollout.cluster, rollout.service)));
+        if let Some(digest) = &rollout.digest {
+            m.property("digest", Value::String(digest.clone()));
+        }
+    }
+    m
+}
+
 /// A run with failed services is an error (Lambda retries it, then the
 /// failure queue gets it); the full report is logged first.
 fn finish(report: Report) -> Result<Report, Error> {
@@ -415,6 +672,7 @@ mod tests {
                 }),
             }],
             cpu_architecture: Some("ARM64".into()),
+            os_family: None,
             tags: Default::default(),
         }
     }
@@ -429,7 +687,7 @@ mod tests {
             registry_id: None,
         };
         let mut ecs = ecs;
-        ecs.task_definitions = vec![users_td()];
+        ecs.task_definitions.insert(0, users_td());
         ecs.clusters.insert(
             "arn:aws:ecs:us-east-1:123456789012:cluster/prod".into(),
             vec![Service {
@@ -440,15 +698,16 @@ mod tests {
                 tags: [("autopilot:deploy".to_string(), "on".to_string()), ("autopilot:track".into(), "glob:*".into())]
                     .into(),
                 circuit_breaker_rollback: true,
-                deployments: vec![],
+                ..Default::default()
             }],
         );
         Deps {
             config: Config::from_lookup(|_| None).expect("defaults"),
             region: "us-east-1".into(),
             ecs: Box::new(ecs),
-            ecr: Box::new(FakeEcr { images: [(NEW.to_string(), image)].into(), platforms: Default::default() }),
+            ecr: Box::new(FakeEcr { images: [(NEW.to_string(), image)].into(), ..Default::default() }),
             logs: Box::new(logs),
+            notifier: None,
             api_calls: ApiCalls::default(),
         }
     }
@@ -458,6 +717,220 @@ mod tests {
                "account": "123456789012", "region": "us-east-1", "time": "2026-11-20T10:00:00Z", "resources": [],
                "detail": {"result": "SUCCESS", "repository-name": "users", "image-digest": NEW,
                           "action-type": "PUSH", "image-tag": tag}})
+    }
+
+    const SERVICE: &str = "arn:aws:ecs:us-east-1:123456789012:service/prod/users";
+
+    /// users:2, a revision we made (or, without `ours`, one somebody else
+    /// made), deployed by a service deployment in `status`.
+    fn ecs_after_a_rollout(status: &str, ours: bool) -> FakeEcs {
+        let mut ours_td = users_td();
+        ours_td.arn = "arn:aws:ecs:us-east-1:123456789012:task-definition/users:2".into();
+        ours_td.revision = 2;
+        if ours {
+            ours_td.tags.insert(TAG_SOURCE_DIGEST.into(), NEW.into());
+            ours_td.tags.insert(TAG_SOURCE_TAG.into(), "latest".into());
+        }
+        let deployment = autopilot::model::ServiceDeployment {
+            arn: "arn:aws:ecs:us-east-1:123456789012:service-deployment/prod/users/abc".into(),
+            status: status.into(),
+            status_reason: None,
+            created_at: 1_000,
+            revision: Some(autopilot::model::ServiceRevision {
+                arn: "arn:aws:ecs:us-east-1:123456789012:service-revision/prod/users/1".into(),
+                task_definition: ours_td.arn.clone(),
+                containers: vec![("users".into(), format!("{HOST}/users@{NEW}"), Some(NEW.into()))],
+            }),
+        };
+        FakeEcs {
+            task_definitions: vec![ours_td],
+            deployments: vec![(SERVICE.into(), deployment)],
+            ..FakeEcs::default()
+        }
+    }
+
+    fn state_change(event_name: &str, reason: &str) -> Value {
+        json!({"version": "0", "id": "d-1", "detail-type": "ECS Deployment State Change", "source": "aws.ecs",
+               "account": "123456789012", "region": "us-east-1", "time": "2026-11-20T10:05:00Z",
+               "resources": [SERVICE],
+               "detail": {"eventType": "ERROR", "eventName": event_name, "deploymentId": "ecs-svc/1234567890",
+                          "updatedAt": "2026-11-20T10:05:00Z", "reason": reason}})
+    }
+
+    #[tokio::test]
+    async fn a_rolled_back_rollout_of_ours_is_reported_to_the_alarm_topic() {
+        let notifier = std::sync::Arc::new(autopilot::fakes::FakeNotifier::default());
+        let mut d = deps(ecs_after_a_rollout("ROLLBACK_SUCCESSFUL", true), FakeLogs::default());
+        d.notifier = Some(Box::new(notifier.clone()));
+        let report = handle(
+            &d,
+            state_change("SERVICE_DEPLOYMENT_FAILED", "ECS deployment circuit breaker: task failed to start."),
+        )
+        .await
+        .expect("handled");
+        let rollout = report.rollout.expect("a rollout report");
+        assert_eq!(rollout.outcome, Some(Outcome::RolledBack));
+        assert_eq!(rollout.digest.as_deref(), Some(NEW));
+        assert!(rollout.notified);
+        let messages = notifier.messages();
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].0, "ecr-autopilot: rollout to prod/users rolled back");
+        assert!(messages[0].1.contains(NEW) && messages[0].1.contains("task failed to start"), "{}", messages[0].1);
+    }
+
+    #[tokio::test]
+    async fn a_failure_without_rollback_is_failed_and_a_success_notifies_nobody() {
+        let notifier = std::sync::Arc::new(autopilot::fakes::FakeNotifier::default());
+        let mut d = deps(ecs_after_a_rollout("STOPPED", true), FakeLogs::default());
+        d.notifier = Some(Box::new(notifier.clone()));
+        let report = handle(&d, state_change("SERVICE_DEPLOYMENT_FAILED", "tasks failed")).await.expect("handled");
+        assert_eq!(report.rollout.and_then(|r| r.outcome), Some(Outcome::Failed));
+        let mut d = deps(ecs_after_a_rollout("SUCCESSFUL", true), FakeLogs::default());
+        d.notifier = Some(Box::new(notifier.clone()));
+        let report = handle(&d, state_change("SERVICE_DEPLOYMENT_COMPLETED", "completed")).await.expect("handled");
+        assert_eq!(report.rollout.and_then(|r| r.outcome), Some(Outcome::Succeeded));
+        assert_eq!(notifier.messages().len(), 1, "only the failure was published");
+    }
+
+    #[tokio::test]
+    async fn deployments_we_did_not_make_and_unfinished_ones_are_left_alone() {
+        let notifier = std::sync::Arc::new(autopilot::fakes::FakeNotifier::default());
+        let mut d = deps(ecs_after_a_rollout("ROLLBACK_SUCCESSFUL", false), FakeLogs::default());
+        d.notifier = Some(Box::new(notifier.clone()));
+        let report = handle(&d, state_change("SERVICE_DEPLOYMENT_FAILED", "x")).await.expect("handled");
+        assert!(report.skipped.as_deref().unwrap_or_default().starts_with("not a rollout of ours"), "{report:?}");
+        let report = handle(&d, state_change("SERVICE_DEPLOYMENT_IN_PROGRESS", "x")).await.expect("handled");
+        assert!(report.skipped.as_deref().unwrap_or_default().contains("has not ended"));
+        assert!(notifier.messages().is_empty());
+    }
+
+    #[test]
+    fn artifact_media_types_that_are_not_images_are_skipped() {
+        assert_eq!(not_an_image(Some("application/vnd.docker.container.image.v1+json"), None), None);
+        assert_eq!(not_an_image(None, None), None, "no artifact type: the manifest is checked");
+        let reason = not_an_image(Some("application/vnd.dev.cosign.artifact.sig.v1+json"), None).expect("skipped");
+        assert!(reason.starts_with("not a container image: the push is a signature"), "{reason}");
+        let unknown = not_an_image(Some("application/x-unknown"), None).expect("skipped");
+        assert!(unknown.contains("application/x-unknown"));
+        assert_eq!(not_an_image(Some("application/x-unknown"), Some("application/vnd.oci.image.index.v1+json")), None);
+    }
+
+    #[test]
+    fn config_blobs_name_their_platform_or_are_refused() {
+        assert_eq!(
+            platform_of_config(br#"{"architecture":"arm64","os":"linux","rootfs":{}}"#),
+            Ok(Platform { os: "linux".into(), architecture: "arm64".into() })
+        );
+        assert!(platform_of_config(b"\x89PNG").unwrap_err().starts_with("is not JSON"));
+        assert_eq!(platform_of_config(br#"{"mediaType":"x"}"#), Err("names no os and architecture".into()));
+    }
+
+    /// A loopback HTTP server answering one GET with `body`, as S3 would a
+    /// presigned URL.
+    async fn blob_server(body: Vec<u8>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(&body).await;
+        });
+        format!("http://127.0.0.1:{port}/starport-layer-bucket/config")
+    }
+
+    /// The real ECR adapter over smithy mocks: the pushed image is a single
+    /// manifest whose config (declared `size`) is served at `url`.
+    fn mocked_ecr(url: String, size: u64) -> (autopilot::aws::ecr::EcrAdapter, aws_smithy_mocks::Rule) {
+        use aws_sdk_ecr::operation::batch_get_image::BatchGetImageOutput;
+        use aws_sdk_ecr::operation::describe_images::DescribeImagesOutput;
+        use aws_sdk_ecr::operation::get_download_url_for_layer::GetDownloadUrlForLayerOutput;
+        use aws_sdk_ecr::types::{Image as SdkImage, ImageDetail};
+        use aws_sdk_ecr::Client;
+        use aws_smithy_mocks::{mock, mock_client, RuleMode};
+        let config = "sha256:c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0";
+        let describe = mock!(Client::describe_images).then_output(|| {
+            DescribeImagesOutput::builder()
+                .image_details(
+                    ImageDetail::builder()
+                        .image_digest(NEW)
+                        .image_tags("latest")
+                        .registry_id("123456789012")
+                        .image_pushed_at(aws_smithy_types::DateTime::from_secs(100))
+                        .build(),
+                )
+                .build()
+        });
+        let manifest = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": size},
+            "layers": []})
+        .to_string();
+        let get = mock!(Client::batch_get_image).then_output(move || {
+            BatchGetImageOutput::builder()
+                .images(
+                    SdkImage::builder()
+                        .image_manifest(manifest.clone())
+                        .image_manifest_media_type("application/vnd.oci.image.manifest.v1+json")
+                        .build(),
+                )
+                .build()
+        });
+        let url_rule = mock!(Client::get_download_url_for_layer)
+            .match_requests(move |r| r.layer_digest() == Some(config))
+            .then_output(move || {
+                GetDownloadUrlForLayerOutput::builder().download_url(url.clone()).layer_digest(config).build()
+            });
+        let client = mock_client!(aws_sdk_ecr, RuleMode::MatchAny, [&describe, &get, &url_rule]);
+        (autopilot::aws::ecr::EcrAdapter::from_client(client), url_rule)
+    }
+
+    /// The config-blob platform guard, with the real ECR adapter over smithy
+    /// mocks and a loopback server for the blob (moto has no
+    /// GetDownloadUrlForLayer of its own): users runs ARM64.
+    #[tokio::test]
+    async fn the_config_blob_decides_the_platform_of_a_single_image() {
+        let run = |ecr: autopilot::aws::ecr::EcrAdapter| async move {
+            let mut d = deps(FakeEcs::default(), FakeLogs::default());
+            d.ecr = Box::new(ecr);
+            handle(&d, push("latest", "e-blob")).await.expect("handled")
+        };
+        // an amd64 image for an ARM64 service: refused, nothing written
+        let (ecr, url_calls) = mocked_ecr(blob_server(br#"{"architecture":"amd64","os":"linux"}"#.to_vec()).await, 37);
+        let report = run(ecr).await;
+        assert_eq!(report.services[0].status, Status::Skipped);
+        assert_eq!(
+            report.services[0].reason.as_deref(),
+            Some("platform mismatch: the service runs linux/arm64 (its runtimePlatform), the image offers linux/amd64")
+        );
+        assert_eq!(url_calls.num_calls(), 1);
+        // an arm64 image: deployed
+        let (ecr, _) = mocked_ecr(blob_server(br#"{"architecture":"arm64","os":"linux"}"#.to_vec()).await, 37);
+        assert_eq!(run(ecr).await.services[0].status, Status::Updated);
+        // a config that says it is over 1 MiB is not fetched; one that turns out larger is not read past 1 MiB
+        let (ecr, url_calls) = mocked_ecr("https://never.fetched.invalid/".into(), CONFIG_BLOB_MAX_BYTES + 1);
+        let report = run(ecr).await;
+        assert!(report.skipped.as_deref().unwrap_or_default().contains("larger than 1 MiB"), "{report:?}");
+        assert!(report.services.is_empty());
+        assert_eq!(url_calls.num_calls(), 0);
+        let (ecr, _) = mocked_ecr(blob_server(vec![b' '; CONFIG_BLOB_MAX_BYTES as usize + 10]).await, 37);
+        assert!(run(ecr).await.skipped.as_deref().unwrap_or_default().contains("larger than 1 MiB"));
+        // not JSON: skipped, naming the blob
+        let (ecr, _) = mocked_ecr(blob_server(b"\x1f\x8b gzip".to_vec()).await, 37);
+        let skipped = run(ecr).await.skipped.unwrap_or_default();
+        assert!(skipped.contains("is not JSON"), "{skipped}");
+    }
+
+    #[tokio::test]
+    async fn a_blob_url_that_fails_is_an_error_and_writes_nothing() {
+        let (ecr, _) = mocked_ecr("http://198.51.100.7/not-loopback".into(), 37);
+        let mut d = deps(FakeEcs::default(), FakeLogs::default());
+        d.ecr = Box::new(ecr);
+        let error = handle(&d, push("latest", "e-url")).await.expect_err("refused URL");
+        assert!(error.to_string().contains("refused blob URL"), "{error}");
+        assert!(!error.is_retryable(), "a URL we refuse will be refused again");
     }
 
     #[tokio::test]

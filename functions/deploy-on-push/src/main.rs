@@ -1,4 +1,5 @@
-use autopilot::aws::{cold_start, ecr::EcrAdapter, ecs::EcsAdapter, logs::LogsAdapter};
+use autopilot::aws::{cold_start, ecr::EcrAdapter, ecs::EcsAdapter, logs::LogsAdapter, sns::SnsNotifier};
+use autopilot::ports::Notifier;
 use deploy_on_push::{handle, Config, Deps};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
@@ -10,6 +11,11 @@ async fn main() -> Result<(), Error> {
         ecs: Box::new(EcsAdapter::new(&start.sdk, &start.api_calls)),
         ecr: Box::new(EcrAdapter::new(&start.sdk, &start.api_calls)),
         logs: Box::new(LogsAdapter::new(&start.sdk, &start.api_calls)),
+        notifier: start
+            .config
+            .alarm_topic_arn
+            .as_deref()
+            .map(|topic| Box::new(SnsNotifier::new(&start.sdk, &start.api_calls, topic)) as Box<dyn Notifier>),
         config: start.config,
         region: start.region,
         api_calls: start.api_calls,

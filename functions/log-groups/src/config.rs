@@ -33,7 +33,7 @@ impl Config {
         Ok(Config {
             retention_days: vars.log_retention_days()?,
             kms_key_arn: vars.arn("LOG_KMS_KEY_ARN", "kms")?,
-            clusters: vars.list("CLUSTERS"),
+            clusters: vars.clusters()?,
             dry_run: vars.bool("DRY_RUN", false)?,
             concurrency: vars.sweep_concurrency()?,
             metrics_namespace: vars.metrics_namespace(),

@@ -292,6 +292,7 @@ mod tests {
                 })
                 .collect(),
             cpu_architecture: None,
+            os_family: None,
             tags: Default::default(),
         }
     }
@@ -304,7 +305,7 @@ mod tests {
             task_definition: format!("arn:aws:ecs:us-east-1:{ACCOUNT}:task-definition/{name}:1"),
             tags: Default::default(),
             circuit_breaker_rollback: false,
-            deployments: vec![],
+            ..Default::default()
         }
     }
 

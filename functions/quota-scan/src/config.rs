@@ -69,7 +69,7 @@ mod tests {
     #[test]
     fn defaults_are_the_free_tier_and_ecr_defaults() {
         let c = config(&[]).expect("defaults");
-        assert_eq!(c.quotas, Quotas { storage_bytes: 500_000_000, images_per_repository: 20_000, warn_percent: 80 });
+        assert_eq!(c.quotas, Quotas { storage_bytes: 500_000_000, images_per_repository: 100_000, warn_percent: 80 });
         assert!(!c.dedupe_layers);
         assert_eq!(c.top_repositories, 10);
     }

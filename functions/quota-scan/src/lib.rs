@@ -39,8 +39,10 @@ pub struct RepositoryUsage {
     pub repository: String,
     /// 1 = largest.
     pub rank: usize,
-    /// Every image row: tagged, untagged, index rows, artifacts.
+    /// Every image row not archived: tagged, untagged, index rows, artifacts.
     pub image_count: usize,
+    /// Rows in ECR's archive storage class, counted apart.
+    pub archived_image_count: usize,
     pub index_rows: usize,
     /// Sum of `imageSizeInBytes` over image rows, index rows skipped.
     pub stored_bytes: u64,
@@ -200,10 +202,12 @@ async fn scan(deps: &Deps, repository: &Repository, uses: &InUse, now: i64) -> R
     };
     let (count, bytes, indexes) = quota::measure(&images);
     usage.image_count = count;
+    usage.archived_image_count = quota::archived(&images);
     usage.index_rows = indexes;
     usage.stored_bytes = bytes;
     if c.dedupe_layers {
-        let manifests: Vec<String> = images.iter().filter(|i| !i.is_index()).map(|i| i.digest.clone()).collect();
+        let manifests: Vec<String> =
+            images.iter().filter(|i| !i.is_index() && !i.is_archived()).map(|i| i.digest.clone()).collect();
         let layers = deps.ecr.manifest_layers(&repository.name, &manifests).await?;
         usage.deduplicated_bytes = Some(quota::deduplicated(layers.iter().map(|(d, s)| (d.as_str(), *s))));
     }
@@ -229,11 +233,9 @@ pub fn metrics(report: &Report, config: &Config) -> Vec<Metrics> {
     let mut all = vec![registry];
     for u in report.repositories.iter().filter(|u| u.skipped.is_none()).take(config.top_repositories) {
         let mut m = Metrics::new(&config.metrics_namespace).dimension("Repository", &u.repository);
-        m.put("RepositoryStorageBytes", u.stored_bytes as f64, Unit::Bytes).put(
-            "RepositoryImageCount",
-            u.image_count as f64,
-            Unit::Count,
-        );
+        m.put("RepositoryStorageBytes", u.stored_bytes as f64, Unit::Bytes)
+            .put("RepositoryImageCount", u.image_count as f64, Unit::Count)
+            .put("RepositoryArchivedImageCount", u.archived_image_count as f64, Unit::Count);
         all.push(m);
     }
     all

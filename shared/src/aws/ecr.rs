@@ -6,6 +6,7 @@ use aws_sdk_ecr::types::{DescribeImagesFilter, ImageIdentifier, ImageStatus, Ima
 use aws_sdk_ecr::Client;
 use oci_spec::image::ImageIndex;
 
+use super::blob::BlobClient;
 use super::{classify, ApiCalls};
 use std::collections::BTreeMap;
 
@@ -13,7 +14,7 @@ use crate::lifecycle::StorageClass;
 use crate::media::{
     is_index_media_type, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, IMAGE_MANIFESTS, OCI_INDEX, OCI_MANIFEST,
 };
-use crate::model::{Image, Platform};
+use crate::model::{Image, Manifest, Platform};
 use crate::ports::{Deleted, EcrRead, Registry, Repository};
 use crate::prune::RepoImage;
 use crate::AwsError;
@@ -25,6 +26,7 @@ pub const BATCH_IMAGES: usize = 100;
 
 pub struct EcrAdapter {
     client: Client,
+    blobs: BlobClient,
 }
 
 impl EcrAdapter {
@@ -34,7 +36,7 @@ impl EcrAdapter {
     }
 
     pub fn from_client(client: Client) -> Self {
-        EcrAdapter { client }
+        EcrAdapter { client, blobs: BlobClient::default() }
     }
 }
 
@@ -49,9 +51,9 @@ impl EcrRead for EcrAdapter {
         self.describe_one(repository, ImageIdentifier::builder().image_tag(tag).build()).await
     }
 
-    async fn index_platforms(&self, repository: &str, digest: &str) -> Result<Option<Vec<Platform>>, AwsError> {
-        // BatchGetImage counts as a pull (it updates lastRecordedPullTime), so
-        // callers ask only when the push event says, or does not say, "index".
+    async fn manifest(&self, repository: &str, digest: &str) -> Result<Manifest, AwsError> {
+        // BatchGetImage counts as a pull (it updates lastRecordedPullTime);
+        // deploy-on-push asks once per push that some service tracks.
         let output = self
             .client
             .batch_get_image()
@@ -63,13 +65,34 @@ impl EcrRead for EcrAdapter {
             .map_err(|e| classify("BatchGetImage", e))?;
         let Some(image) = output.images().first() else {
             // The digest was just described, so an empty answer is a failure
-            // to read it: refuse rather than skip the platform guard.
+            // to read it: refuse rather than skip the guards.
             let why = output.failures().first().and_then(|f| f.failure_reason()).unwrap_or("no manifest returned");
             return Err(AwsError::unexpected("BatchGetImage", format!("{repository}@{digest}: {why}")));
         };
         let manifest = image.image_manifest().unwrap_or_default();
-        platforms_of(image.image_manifest_media_type(), manifest)
+        manifest_of(image.image_manifest_media_type(), manifest)
             .map_err(|problem| AwsError::unexpected("BatchGetImage", format!("{repository}@{digest}: {problem}")))
+    }
+
+    async fn config_blob(&self, repository: &str, digest: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, AwsError> {
+        let output = self
+            .client
+            .get_download_url_for_layer()
+            .repository_name(repository)
+            .layer_digest(digest)
+            .send()
+            .await
+            .map_err(|e| classify("GetDownloadUrlForLayer", e))?;
+        let url = output.download_url().ok_or_else(|| {
+            AwsError::unexpected("GetDownloadUrlForLayer", format!("{repository}@{digest}: no download URL"))
+        })?;
+        self.blobs.get(url, max_bytes).await.map_err(|e| AwsError {
+            operation: "GetConfigBlob",
+            code: None,
+            message: format!("{repository}@{digest}: {}", e.message),
+            retryable: e.retryable,
+            source: None,
+        })
     }
 }
 
@@ -354,6 +377,23 @@ pub fn platforms_of(media_type: Option<&str>, manifest: &str) -> Result<Option<V
     Ok(Some(platforms))
 }
 
+/// What a manifest is: an index with its platforms, or a single manifest
+/// with its config descriptor and OCI `artifactType`.
+pub fn manifest_of(media_type: Option<&str>, manifest: &str) -> Result<Manifest, String> {
+    if let Some(platforms) = platforms_of(media_type, manifest)? {
+        return Ok(Manifest::Index { platforms });
+    }
+    let value: serde_json::Value = serde_json::from_str(manifest).map_err(|e| format!("manifest is not JSON: {e}"))?;
+    let config = &value["config"];
+    let text = |v: &serde_json::Value| v.as_str().map(String::from);
+    Ok(Manifest::Single {
+        config_media_type: text(&config["mediaType"]).unwrap_or_default(),
+        config_digest: text(&config["digest"]).unwrap_or_default(),
+        config_size: config["size"].as_u64(),
+        artifact_type: text(&value["artifactType"]),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -505,8 +545,11 @@ mod tests {
                     .build()
             });
         let ecr = EcrAdapter::from_client(mock_client!(aws_sdk_ecr, RuleMode::Sequential, [&rule]));
-        let platforms = ecr.index_platforms("users", D).await.expect("read").expect("an index");
-        assert_eq!(platforms, [Platform { os: "linux".into(), architecture: "amd64".into() }]);
+        let manifest = ecr.manifest("users", D).await.expect("read");
+        assert_eq!(
+            manifest,
+            Manifest::Index { platforms: vec![Platform { os: "linux".into(), architecture: "amd64".into() }] }
+        );
         assert_eq!(rule.num_calls(), 1);
     }
 

@@ -10,8 +10,11 @@ use aws_sdk_ecs::types::{ServiceField, Tag, TaskDefinitionField};
 use aws_sdk_ecs::Client;
 
 use super::{classify, ApiCalls};
-use crate::model::{Container, LogConfiguration, RunningTask, Service, Tags, TaskDefinition};
-use crate::ports::{EcsRead, EcsWrite};
+use crate::model::{
+    Container, LogConfiguration, Platform, RunningTask, Service, ServiceDeployment, ServiceRevision, Tags,
+    TaskDefinition,
+};
+use crate::ports::{EcsRead, EcsWrite, ServiceHistory};
 use crate::AwsError;
 
 /// The SDK's own view of a task definition and its tags, kept from
@@ -246,6 +249,192 @@ impl EcsWrite for EcsAdapter {
     }
 }
 
+/// Service deployments and revisions, tasks' digests and container-instance
+/// attributes: what deploy-on-push reads to know what ECS pinned and on what
+/// capacity. Kept apart from [`EcsRead`] so prune-images' reads can grow
+/// independently.
+#[async_trait]
+impl ServiceHistory for EcsAdapter {
+    async fn service_deployments(&self, cluster: &str, service_arn: &str) -> Result<Vec<ServiceDeployment>, AwsError> {
+        let output = self
+            .client
+            .list_service_deployments()
+            .cluster(cluster)
+            .service(service_arn)
+            .max_results(SERVICE_REVISIONS_BATCH as i32)
+            .send()
+            .await
+            .map_err(|e| classify("ListServiceDeployments", e))?;
+        let mut deployments: Vec<(ServiceDeployment, Option<String>)> = output
+            .service_deployments()
+            .iter()
+            .map(|d| {
+                let deployment = ServiceDeployment {
+                    arn: d.service_deployment_arn().unwrap_or_default().to_string(),
+                    status: d.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                    status_reason: d.status_reason().map(String::from),
+                    created_at: d.created_at().or(d.started_at()).map_or(0, |t| t.secs()),
+                    revision: None,
+                };
+                (deployment, d.target_service_revision_arn().map(String::from))
+            })
+            .collect();
+        deployments.sort_by_key(|d| std::cmp::Reverse(d.0.created_at));
+        let arns: Vec<String> = deployments.iter().filter_map(|(_, r)| r.clone()).collect();
+        let mut revisions = BTreeMap::new();
+        for batch in arns.chunks(SERVICE_REVISIONS_BATCH) {
+            let output = self
+                .client
+                .describe_service_revisions()
+                .set_service_revision_arns(Some(batch.to_vec()))
+                .send()
+                .await
+                .map_err(|e| classify("DescribeServiceRevisions", e))?;
+            for r in output.service_revisions() {
+                let Some(arn) = r.service_revision_arn() else { continue };
+                let revision = ServiceRevision {
+                    arn: arn.to_string(),
+                    task_definition: r.task_definition().unwrap_or_default().to_string(),
+                    containers: r
+                        .container_images()
+                        .iter()
+                        .map(|c| {
+                            (
+                                c.container_name().unwrap_or_default().to_string(),
+                                c.image().unwrap_or_default().to_string(),
+                                c.image_digest().map(String::from),
+                            )
+                        })
+                        .collect(),
+                };
+                revisions.insert(arn.to_string(), revision);
+            }
+        }
+        Ok(deployments
+            .into_iter()
+            .map(|(mut d, revision)| {
+                d.revision = revision.and_then(|r| revisions.get(&r).cloned());
+                d
+            })
+            .collect())
+    }
+
+    async fn deployment_task_definition(
+        &self,
+        cluster: &str,
+        service_arn: &str,
+        deployment_id: &str,
+    ) -> Result<Option<String>, AwsError> {
+        let output = self
+            .client
+            .describe_services()
+            .cluster(cluster)
+            .services(service_arn)
+            .send()
+            .await
+            .map_err(|e| classify("DescribeServices", e))?;
+        Ok(output
+            .services()
+            .iter()
+            .flat_map(|s| s.deployments())
+            .find(|d| d.id() == Some(deployment_id))
+            .and_then(|d| d.task_definition().map(String::from)))
+    }
+
+    async fn task_digests(
+        &self,
+        cluster: &str,
+        service_name: &str,
+        task_definition: &str,
+    ) -> Result<Vec<(String, String)>, AwsError> {
+        let arns: Vec<String> = self
+            .client
+            .list_tasks()
+            .cluster(cluster)
+            .service_name(service_name)
+            .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| classify("ListTasks", e))?;
+        let mut digests = Vec::new();
+        for batch in arns.chunks(DESCRIBE_TASKS_BATCH) {
+            let output = self
+                .client
+                .describe_tasks()
+                .cluster(cluster)
+                .set_tasks(Some(batch.to_vec()))
+                .send()
+                .await
+                .map_err(|e| classify("DescribeTasks", e))?;
+            let of_service = output.tasks().iter().filter(|t| {
+                t.group().is_none_or(|g| g == format!("service:{service_name}"))
+                    && t.task_definition_arn().is_some_and(|arn| same_task_definition(arn, task_definition))
+            });
+            for task in of_service {
+                for c in task.containers() {
+                    if let (Some(name), Some(digest)) = (c.name(), c.image_digest()) {
+                        digests.push((name.to_string(), digest.to_string()));
+                    }
+                }
+            }
+        }
+        digests.sort();
+        digests.dedup();
+        Ok(digests)
+    }
+
+    async fn capacity_platforms(&self, cluster: &str) -> Result<Vec<Platform>, AwsError> {
+        let mut by_instance: BTreeMap<String, (Option<String>, Option<String>)> = BTreeMap::new();
+        for (attribute, os) in [("ecs.cpu-architecture", false), ("ecs.os-type", true)] {
+            let attributes: Vec<aws_sdk_ecs::types::Attribute> = self
+                .client
+                .list_attributes()
+                .cluster(cluster)
+                .target_type(aws_sdk_ecs::types::TargetType::ContainerInstance)
+                .attribute_name(attribute)
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect()
+                .await
+                .map_err(|e| classify("ListAttributes", e))?;
+            for a in attributes {
+                let (Some(target), Some(value)) = (a.target_id(), a.value()) else { continue };
+                let entry = by_instance.entry(target.to_string()).or_default();
+                if os {
+                    entry.0 = Some(value.to_string());
+                } else {
+                    entry.1 = Some(value.to_string());
+                }
+            }
+        }
+        let mut platforms: Vec<Platform> = by_instance
+            .into_values()
+            .filter_map(|(os, arch)| {
+                Some(Platform {
+                    os: crate::model::oci_os(os.as_deref().unwrap_or("linux")).to_string(),
+                    architecture: crate::model::oci_architecture(&arch?).to_string(),
+                })
+            })
+            .collect();
+        platforms.sort();
+        platforms.dedup();
+        Ok(platforms)
+    }
+}
+
+/// DescribeServiceRevisions takes at most this many ARNs per call.
+pub const SERVICE_REVISIONS_BATCH: usize = 20;
+
+/// The same revision, named by ARN or by `family:revision` (moto stores the latter).
+pub fn same_task_definition(a: &str, b: &str) -> bool {
+    let short = |s: &str| s.rsplit_once(":task-definition/").map_or(s, |(_, r)| r).to_string();
+    short(a) == short(b)
+}
+
 /// The source revision's tags with ours laid over them. `aws:` keys are
 /// AWS-managed and RegisterTaskDefinition refuses them.
 fn merged_tags(old: &[Tag], ours: &Tags) -> Vec<Tag> {
@@ -275,6 +464,9 @@ fn to_service(s: &aws_sdk_ecs::types::Service) -> Option<Service> {
             .filter(|d| matches!(d.status(), Some("PRIMARY" | "ACTIVE")))
             .filter_map(|d| d.task_definition().map(String::from))
             .collect(),
+        deployment_controller: s.deployment_controller().map(|c| c.r#type().as_str().to_string()),
+        launch_type: s.launch_type().map(|t| t.as_str().to_string()),
+        capacity_providers: s.capacity_provider_strategy().iter().map(|p| p.capacity_provider().to_string()).collect(),
     })
 }
 
@@ -303,6 +495,7 @@ fn to_task_definition(td: &aws_sdk_ecs::types::TaskDefinition, tags: &[Tag]) -> 
             })
             .collect(),
         cpu_architecture: td.runtime_platform().and_then(|p| p.cpu_architecture()).map(|a| a.as_str().to_string()),
+        os_family: td.runtime_platform().and_then(|p| p.operating_system_family()).map(|o| o.as_str().to_string()),
         tags: tags_of(tags),
     })
 }
@@ -429,5 +622,106 @@ mod tests {
         assert_eq!(cache.order.len(), DESCRIBED_CACHE_SIZE);
         assert!(cache.get("users:0").is_none() && cache.get("users:49").is_none());
         assert!(cache.get("users:50").is_some());
+    }
+
+    /// EC2 capacity: every container instance's ecs.cpu-architecture and
+    /// ecs.os-type, across pages (moto registers instances without them).
+    #[tokio::test]
+    async fn capacity_platforms_come_from_container_instance_attributes() {
+        use aws_sdk_ecs::operation::list_attributes::ListAttributesOutput;
+        use aws_sdk_ecs::types::{Attribute, TargetType};
+        let attribute = |name: &str, value: &str, instance: &str| {
+            Attribute::builder()
+                .name(name)
+                .value(value)
+                .target_type(TargetType::ContainerInstance)
+                .target_id(format!("arn:aws:ecs:us-east-1:123456789012:container-instance/prod/{instance}"))
+                .build()
+                .expect("attribute")
+        };
+        let arch = mock!(Client::list_attributes)
+            .match_requests(|r| r.attribute_name() == Some("ecs.cpu-architecture"))
+            .sequence()
+            .output(move || {
+                ListAttributesOutput::builder()
+                    .attributes(attribute("ecs.cpu-architecture", "arm64", "i-1"))
+                    .next_token("2")
+                    .build()
+            })
+            .output(move || {
+                ListAttributesOutput::builder().attributes(attribute("ecs.cpu-architecture", "arm64", "i-2")).build()
+            })
+            .build();
+        let os = mock!(Client::list_attributes)
+            .match_requests(|r| r.attribute_name() == Some("ecs.os-type"))
+            .then_output(move || {
+                ListAttributesOutput::builder()
+                    .attributes(attribute("ecs.os-type", "linux", "i-1"))
+                    .attributes(attribute("ecs.os-type", "linux", "i-2"))
+                    .build()
+            });
+        let ecs = EcsAdapter::from_client(mock_client!(aws_sdk_ecs, RuleMode::MatchAny, [&arch, &os]));
+        let platforms = ecs.capacity_platforms("prod").await.expect("read");
+        assert_eq!(platforms, [Platform { os: "linux".into(), architecture: "arm64".into() }]);
+        assert_eq!(arch.num_calls(), 2, "both pages");
+    }
+
+    /// Service deployments newest first, each with its revision's pinned digests.
+    #[tokio::test]
+    async fn service_deployments_carry_the_digests_ecs_pinned() {
+        use aws_sdk_ecs::operation::describe_service_revisions::DescribeServiceRevisionsOutput;
+        use aws_sdk_ecs::operation::list_service_deployments::ListServiceDeploymentsOutput;
+        use aws_sdk_ecs::types::{
+            ContainerImage, ServiceDeploymentBrief, ServiceDeploymentStatus, ServiceRevision as R,
+        };
+        let brief = |n: i64, status: ServiceDeploymentStatus| {
+            ServiceDeploymentBrief::builder()
+                .service_deployment_arn(format!("arn:aws:ecs:us-east-1:123456789012:service-deployment/prod/users/{n}"))
+                .target_service_revision_arn(format!(
+                    "arn:aws:ecs:us-east-1:123456789012:service-revision/prod/users/{n}"
+                ))
+                .status(status)
+                .created_at(aws_smithy_types::DateTime::from_secs(n))
+                .build()
+        };
+        let list = mock!(Client::list_service_deployments).then_output(move || {
+            ListServiceDeploymentsOutput::builder()
+                .service_deployments(brief(1, ServiceDeploymentStatus::Successful))
+                .service_deployments(brief(2, ServiceDeploymentStatus::RollbackSuccessful))
+                .build()
+        });
+        let revisions = mock!(Client::describe_service_revisions)
+            .match_requests(|r| r.service_revision_arns().len() == 2)
+            .then_output(|| {
+                let revision = |n: u8| {
+                    R::builder()
+                        .service_revision_arn(format!(
+                            "arn:aws:ecs:us-east-1:123456789012:service-revision/prod/users/{n}"
+                        ))
+                        .task_definition(format!("arn:aws:ecs:us-east-1:123456789012:task-definition/users:{n}"))
+                        .container_images(
+                            ContainerImage::builder()
+                                .container_name("users")
+                                .image("123456789012.dkr.ecr.us-east-1.amazonaws.com/users:latest")
+                                .image_digest(format!("sha256:{}", format!("{n:02x}").repeat(32)))
+                                .build(),
+                        )
+                        .build()
+                };
+                DescribeServiceRevisionsOutput::builder()
+                    .service_revisions(revision(1))
+                    .service_revisions(revision(2))
+                    .build()
+            });
+        let ecs = EcsAdapter::from_client(mock_client!(aws_sdk_ecs, RuleMode::MatchAny, [&list, &revisions]));
+        let deployments = ecs.service_deployments("prod", &arn("users")).await.expect("read");
+        assert_eq!(
+            deployments.iter().map(|d| d.status.as_str()).collect::<Vec<_>>(),
+            ["ROLLBACK_SUCCESSFUL", "SUCCESSFUL"]
+        );
+        let first = deployments[1].revision.as_ref().expect("revision");
+        assert!(same_task_definition(&first.task_definition, "users:1"));
+        assert_eq!(first.containers[0].2.as_deref(), Some(format!("sha256:{}", "01".repeat(32)).as_str()));
+        assert_eq!(revisions.num_calls(), 1, "one DescribeServiceRevisions for both");
     }
 }

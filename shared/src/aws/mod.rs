@@ -5,9 +5,11 @@
 //! …) like every SDK, so the same binary talks to moto in tests and to AWS in
 //! production. Errors are classified once, here, into [`AwsError`].
 
+pub mod blob;
 pub mod ecr;
 pub mod ecs;
 pub mod logs;
+pub mod sns;
 
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, SdkConfig};

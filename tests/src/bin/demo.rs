@@ -119,7 +119,7 @@ async fn deploy_on_push(demo: &Demo, world: &World) {
     demo.section("deploy-on-push");
     for repository in SERVICES {
         world.repository(repository).await;
-        world.push_image(repository, &["latest"], "arm64", "v1").await;
+        world.push_image_with_config(repository, &["latest"], "arm64", "linux", "v1").await;
     }
     // users and threads opt in; posts stays manual.
     for service in ["users", "threads"] {
@@ -133,7 +133,7 @@ async fn deploy_on_push(demo: &Demo, world: &World) {
 
     demo.progress("starting deploy-on-push behind a local Lambda Runtime API");
     let lambda = Lambda::start("deploy-on-push", &[]);
-    let pushed = world.push_image("users", &["latest"], "arm64", "v2").await;
+    let pushed = world.push_image_with_config("users", &["latest"], "arm64", "linux", "v2").await;
     println!("CI pushed a new users:latest, digest {}", pushed.digest);
     let mut push = event("deploy-on-push-push.json");
     push["detail"]["image-digest"] = json!(pushed.digest);
@@ -150,6 +150,23 @@ async fn deploy_on_push(demo: &Demo, world: &World) {
     println!("with image {}", td.container_definitions()[0].image().unwrap_or_default());
     let replay = demo.report("deploy-on-push replay", lambda.invoke(&push));
     demo.show("deploy-on-push, the same event again", &replay, tables::rollouts(&replay));
+    rollout_outcome(&lambda).await;
+}
+
+/// ECS finishes the rollout (the local AWS plays ECS) and says so with an
+/// `ECS Deployment State Change` event: deploy-on-push reports the outcome.
+async fn rollout_outcome(lambda: &Lambda) {
+    moto().set_latest_deployment_status("us-east-1", CLUSTER, "users", "SUCCESSFUL");
+    let mut completed = event("deploy-on-push-deployment-completed.json");
+    completed["resources"] = json!([format!("arn:aws:ecs:us-east-1:123456789012:service/{CLUSTER}/users")]);
+    let report = lambda.invoke(&completed).unwrap_or_else(|e| json!(e.error_message));
+    let r = &report["rollout"];
+    println!(
+        "\nECS reports the users deployment completed: rollout of {} ({}) {} (RolloutsSucceeded = 1)",
+        r["digest"].as_str().unwrap_or("?"),
+        r["taskDefinition"].as_str().unwrap_or("?"),
+        r["outcome"].as_str().unwrap_or("?")
+    );
 }
 
 /// quota-scan and prune-images on the registry the pushes left behind.
