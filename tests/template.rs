@@ -305,7 +305,7 @@ fn quota_scan_schedule_alarm_and_topic() {
         .filter(|a| !a.starts_with("logs:") && a != "sqs:SendMessage")
         .collect();
     for action in &actions {
-        let read = ["Describe", "List", "BatchGetImage"].iter().any(|verb| action.contains(verb));
+        let read = ["Describe", "List", "BatchGetImage", ":Get"].iter().any(|verb| action.contains(verb));
         assert!(read, "quota-scan may only read: {action}");
     }
 }
