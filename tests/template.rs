@@ -18,6 +18,11 @@ const UNSCOPABLE: &[&str] = &[
     "ecs:ListTasks",
     "ecs:DescribeTaskDefinition",
     "ecs:RegisterTaskDefinition",
+    "ecs:ListTaskDefinitionFamilies",
+    "events:ListEventBuses",
+    "events:ListRules",
+    "scheduler:ListSchedules",
+    "lambda:ListFunctions",
 ];
 
 fn run(tool: &str, args: &[&str]) -> (bool, String) {
@@ -364,6 +369,34 @@ fn prune_images_schedule_parameters_and_delete_scope() {
         .filter(|a| a.starts_with("ecs:") && !(a.contains(":List") || a.contains(":Describe")))
         .collect();
     assert!(writes.is_empty(), "prune-images may only read ECS: {writes:?}");
+    // Every source of "in use" is readable, in every protected region.
+    let actions: Vec<String> =
+        statements.iter().flat_map(|s| as_list(&s["Action"])).filter_map(|a| a.as_str().map(String::from)).collect();
+    for needed in [
+        "ecs:ListServiceDeployments",
+        "ecs:DescribeServiceDeployments",
+        "ecs:DescribeServiceRevisions",
+        "ecs:ListTaskDefinitionFamilies",
+        "events:ListEventBuses",
+        "events:ListRules",
+        "events:ListTargetsByRule",
+        "scheduler:ListSchedules",
+        "scheduler:GetSchedule",
+        "lambda:ListFunctions",
+        "lambda:GetFunction",
+        "ecr:ListImageReferrers",
+    ] {
+        assert!(actions.iter().any(|a| a == needed), "prune-images lacks {needed}");
+    }
+    assert!(!params["ProtectRegions"].is_null(), "parameter ProtectRegions");
+    let variables = &template["Resources"]["PruneImagesFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(variables["PROTECT_REGIONS"]["Ref"], "ProtectRegions");
+    // Its own and quota-scan's index reads must not count as pulls.
+    let exclusions: Vec<String> = resources_of(&template, "AWS::ECR::PullTimeUpdateExclusion")
+        .iter()
+        .map(|(_, r)| r["Properties"]["PrincipalArn"]["Fn::GetAtt"][0].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(exclusions, ["PruneImagesRole", "QuotaScanRole"]);
 }
 
 #[test]
@@ -392,7 +425,7 @@ fn quota_scan_schedule_alarm_and_topic() {
         .filter(|a| !a.starts_with("logs:") && a != "sqs:SendMessage")
         .collect();
     for action in &actions {
-        let read = ["Describe", "List", "BatchGetImage"].iter().any(|verb| action.contains(verb));
+        let read = ["Describe", "List", "BatchGetImage", ":Get"].iter().any(|verb| action.contains(verb));
         assert!(read, "quota-scan may only read: {action}");
     }
 }

@@ -128,6 +128,21 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
         Ok(self.in_range("SWEEP_CONCURRENCY", 4, 1, 16)? as usize)
     }
 
+    /// `PROTECT_REGIONS`: the regions whose consumers keep images in use, a
+    /// comma list of region names. Empty means the function's own region,
+    /// which is always protected (see [`crate::in_use::protect_regions`]).
+    pub fn protect_regions(&self) -> Result<Vec<String>, Error> {
+        let regions = self.list("PROTECT_REGIONS");
+        if let Some(bad) = regions.iter().find(|r| !crate::in_use::is_region_name(r)) {
+            return Err(invalid(
+                "PROTECT_REGIONS",
+                self.get("PROTECT_REGIONS").unwrap_or_default(),
+                &format!("{bad:?} is not a region name; expected a comma list such as us-east-1,eu-west-1"),
+            ));
+        }
+        Ok(regions)
+    }
+
     /// `LOG_RETENTION_DAYS`: one of the values CloudWatch Logs accepts, default 30.
     pub fn log_retention_days(&self) -> Result<i32, Error> {
         self.one_of("LOG_RETENTION_DAYS", 30, crate::log_groups::RETENTION_DAYS_ALLOWED)
@@ -216,6 +231,20 @@ mod tests {
         assert!(vars(&[("C", "0")]).in_range("C", 4, 1, 16).is_err());
         assert!(vars(&[("C", "17")]).in_range("C", 4, 1, 16).is_err());
         assert_eq!(vars(&[("C", "16")]).in_range("C", 4, 1, 16).unwrap(), 16);
+    }
+
+    #[test]
+    fn protect_regions_are_region_names() {
+        assert!(vars(&[]).protect_regions().unwrap().is_empty());
+        let v = vars(&[("PROTECT_REGIONS", "us-east-1, eu-west-1")]);
+        assert_eq!(v.protect_regions().unwrap(), ["us-east-1", "eu-west-1"]);
+        let err = vars(&[("PROTECT_REGIONS", "us-east-1,europe")]).protect_regions().unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "invalid configuration: PROTECT_REGIONS=\"us-east-1,europe\": \"europe\" is not a region name"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

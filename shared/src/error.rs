@@ -56,6 +56,11 @@ pub enum Error {
     #[error(transparent)]
     Aws(#[from] AwsError),
 
+    /// A source of "in use" could not be read, so nothing was deleted. The
+    /// message names the source, the region and the IAM permission.
+    #[error("{message}")]
+    InUseUnreadable { source_key: &'static str, region: String, permission: String, retryable: bool, message: String },
+
     /// Some items of an otherwise completed run failed; the report has details.
     #[error("{failed} of {total} item(s) failed; first: {first}")]
     Partial { failed: usize, total: usize, first: String, retryable: bool },
@@ -70,6 +75,7 @@ impl Error {
         match self {
             Error::Aws(e) => e.retryable,
             Error::Partial { retryable, .. } => *retryable,
+            Error::InUseUnreadable { retryable, .. } => *retryable,
             _ => false,
         }
     }

@@ -7,12 +7,13 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
+use crate::in_use::{InUse, InUseReader, SourceFailure};
 use crate::lifecycle::StorageClass;
-use crate::model::{
-    Image, LogGroup, Manifest, Platform, RunningTask, Service, ServiceDeployment, Tags, TaskDefinition,
-};
+use crate::model::{Image, LogGroup, Manifest, Platform, RunningTask, Service, Tags, TaskDefinition};
 use crate::ports::{
-    Created, Deleted, EcrRead, EcsRead, EcsWrite, LogGroupStore, Notifier, Registry, Repository, ServiceHistory,
+    Created, Deleted, DeploymentBrief, EcrRead, EcsRead, EcsTarget, EcsUsage, EcsWrite, FunctionImage, ImageFunctions,
+    LogGroupStore, Notifier, Registry, Repository, RuleTargets, ScheduleTargets, ServiceDeployment, ServiceHistory,
+    ServiceRevision, ServiceUsage, TaskUsage,
 };
 use crate::prune::RepoImage;
 use crate::AwsError;
@@ -142,7 +143,7 @@ pub struct FakeEcs {
     /// `(cluster, task)` pairs of running tasks.
     pub tasks: Vec<(String, RunningTask)>,
     /// `(service ARN, deployment)`: what ListServiceDeployments returns.
-    pub deployments: Vec<(String, ServiceDeployment)>,
+    pub deployments: Vec<(String, crate::model::ServiceDeployment)>,
     /// `(task definition, container, digest)`: what DescribeTasks reports.
     pub task_container_digests: Vec<(String, String, String)>,
     /// cluster name → the platforms of its container instances.
@@ -313,8 +314,12 @@ impl FakeEcr {
 
 #[async_trait]
 impl ServiceHistory for FakeEcs {
-    async fn service_deployments(&self, _cluster: &str, service_arn: &str) -> Result<Vec<ServiceDeployment>, AwsError> {
-        let mut found: Vec<ServiceDeployment> =
+    async fn service_deployments(
+        &self,
+        _cluster: &str,
+        service_arn: &str,
+    ) -> Result<Vec<crate::model::ServiceDeployment>, AwsError> {
+        let mut found: Vec<crate::model::ServiceDeployment> =
             self.deployments.iter().filter(|(s, _)| s == service_arn).map(|(_, d)| d.clone()).collect();
         found.sort_by_key(|d| std::cmp::Reverse(d.created_at));
         Ok(found)
@@ -391,6 +396,85 @@ pub struct FakeRegistry {
     pub delete_calls: Mutex<Vec<Vec<String>>>,
     /// `(digest, target)` of every UpdateImageStorageClass call, in order.
     pub storage_class_calls: Mutex<Vec<(String, StorageClass)>>,
+    /// subject digest → its referrers (ListImageReferrers).
+    pub referrers: BTreeMap<String, Vec<String>>,
+    /// An index whose manifest cannot be read (BatchGetImage fails on it).
+    pub broken_index: Option<String>,
+    /// BatchDeleteImage is denied as a whole (outside PruneRepositoryArnPattern).
+    pub delete_denied: bool,
+}
+
+impl FakeRegistry {
+    pub fn new(repository: &str, images: Vec<RepoImage>) -> Self {
+        FakeRegistry { repository: repository.into(), images: Mutex::new(images), ..FakeRegistry::default() }
+    }
+
+    /// Every digest still there.
+    pub fn digests(&self) -> Vec<String> {
+        lock(&self.images).iter().map(|i| i.digest.clone()).collect()
+    }
+}
+
+/// Several repositories in memory, each a [`FakeRegistry`], listed in order.
+#[derive(Default)]
+pub struct FakeRegistries(pub Vec<FakeRegistry>);
+
+impl FakeRegistries {
+    pub fn get(&self, repository: &str) -> Result<&FakeRegistry, AwsError> {
+        self.0.iter().find(|r| r.repository == repository).ok_or_else(|| {
+            not_found("DescribeImages", "RepositoryNotFoundException", &format!("repository {repository}"))
+        })
+    }
+}
+
+#[async_trait]
+impl Registry for FakeRegistries {
+    async fn repositories(&self, names: &[String], with_tags: bool) -> Result<Vec<Repository>, AwsError> {
+        let mut all = Vec::new();
+        for r in &self.0 {
+            if names.is_empty() || names.contains(&r.repository) {
+                all.extend(r.repositories(&[], with_tags).await?);
+            }
+        }
+        Ok(all)
+    }
+
+    async fn images(&self, repository: &str) -> Result<Vec<RepoImage>, AwsError> {
+        self.get(repository)?.images(repository).await
+    }
+
+    async fn index_children(
+        &self,
+        repository: &str,
+        indexes: &[String],
+    ) -> Result<BTreeMap<String, Vec<String>>, AwsError> {
+        self.get(repository)?.index_children(repository, indexes).await
+    }
+
+    async fn manifest_layers(&self, repository: &str, digests: &[String]) -> Result<Vec<(String, u64)>, AwsError> {
+        self.get(repository)?.manifest_layers(repository, digests).await
+    }
+
+    async fn delete(&self, repository: &str, digests: &[String]) -> Result<Deleted, AwsError> {
+        self.get(repository)?.delete(repository, digests).await
+    }
+
+    async fn referrers(
+        &self,
+        repository: &str,
+        subjects: &[String],
+    ) -> Result<BTreeMap<String, Vec<String>>, AwsError> {
+        self.get(repository)?.referrers(repository, subjects).await
+    }
+
+    async fn update_storage_class(
+        &self,
+        repository: &str,
+        digest: &str,
+        target: StorageClass,
+    ) -> Result<StorageClass, AwsError> {
+        self.get(repository)?.update_storage_class(repository, digest, target).await
+    }
 }
 
 #[async_trait]
@@ -413,6 +497,12 @@ impl Registry for FakeRegistry {
         _repository: &str,
         indexes: &[String],
     ) -> Result<BTreeMap<String, Vec<String>>, AwsError> {
+        if let Some(broken) = self.broken_index.as_ref().filter(|b| indexes.contains(b)) {
+            return Err(AwsError::unexpected(
+                "BatchGetImage",
+                format!("{}@{broken}: invalid image index", self.repository),
+            ));
+        }
         Ok(self.children.iter().filter(|(i, _)| indexes.contains(i)).map(|(i, c)| (i.clone(), c.clone())).collect())
     }
 
@@ -451,6 +541,9 @@ impl Registry for FakeRegistry {
     }
 
     async fn delete(&self, _repository: &str, digests: &[String]) -> Result<Deleted, AwsError> {
+        if self.delete_denied {
+            return Err(denied("BatchDeleteImage", &self.repository));
+        }
         lock(&self.delete_calls).push(digests.to_vec());
         let mut result = Deleted::default();
         let mut images = lock(&self.images);
@@ -464,5 +557,181 @@ impl Registry for FakeRegistry {
             }
         }
         Ok(result)
+    }
+
+    async fn referrers(
+        &self,
+        _repository: &str,
+        subjects: &[String],
+    ) -> Result<BTreeMap<String, Vec<String>>, AwsError> {
+        Ok(self.referrers.iter().filter(|(s, _)| subjects.contains(s)).map(|(s, r)| (s.clone(), r.clone())).collect())
+    }
+}
+
+/// Every source of "in use" in memory, for one region: services with their
+/// deployments and revisions, tasks, task definitions (their families are
+/// listed), rule and schedule targets, Lambda image functions. One operation
+/// can be made to fail with AccessDenied. Share it as `Arc<FakeUsage>`.
+#[derive(Default)]
+pub struct FakeUsage {
+    pub services: Vec<ServiceUsage>,
+    /// service ARN → its deployments.
+    pub deployments: BTreeMap<String, Vec<(DeploymentBrief, ServiceDeployment)>>,
+    pub revisions: Vec<ServiceRevision>,
+    /// `(cluster ARN, task)`.
+    pub tasks: Vec<(String, TaskUsage)>,
+    pub task_definitions: Vec<TaskDefinition>,
+    pub rules: Vec<EcsTarget>,
+    pub schedules: Vec<EcsTarget>,
+    pub functions: Vec<FunctionImage>,
+    /// The operation (e.g. `ListSchedules`) that is denied.
+    pub denied: Option<&'static str>,
+}
+
+impl FakeUsage {
+    fn check(&self, operation: &'static str) -> Result<(), AwsError> {
+        match self.denied {
+            Some(op) if op == operation => Err(denied(operation, "this fake's denied operation")),
+            _ => Ok(()),
+        }
+    }
+
+    /// The four ports of one region, all backed by `fake`.
+    pub fn region(fake: &std::sync::Arc<FakeUsage>, region: &str) -> crate::in_use::readers::RegionSources {
+        crate::in_use::readers::RegionSources {
+            region: region.into(),
+            ecs: Box::new(fake.clone()),
+            rules: Box::new(fake.clone()),
+            schedules: Box::new(fake.clone()),
+            functions: Box::new(fake.clone()),
+        }
+    }
+}
+
+#[async_trait]
+impl EcsUsage for std::sync::Arc<FakeUsage> {
+    async fn clusters(&self) -> Result<Vec<String>, AwsError> {
+        self.check("ListClusters")?;
+        let all: BTreeSet<String> = self
+            .services
+            .iter()
+            .map(|s| s.cluster_arn.clone())
+            .chain(self.tasks.iter().map(|(c, _)| c.clone()))
+            .collect();
+        Ok(all.into_iter().collect())
+    }
+
+    async fn services(&self, cluster: &str) -> Result<Vec<ServiceUsage>, AwsError> {
+        self.check("DescribeServices")?;
+        Ok(self.services.iter().filter(|s| s.cluster_arn == cluster).cloned().collect())
+    }
+
+    async fn service_deployments(&self, _cluster: &str, service: &str) -> Result<Vec<DeploymentBrief>, AwsError> {
+        self.check("ListServiceDeployments")?;
+        Ok(self.deployments.get(service).into_iter().flatten().map(|(b, _)| b.clone()).collect())
+    }
+
+    async fn describe_service_deployments(&self, arns: &[String]) -> Result<Vec<ServiceDeployment>, AwsError> {
+        self.check("DescribeServiceDeployments")?;
+        Ok(self.deployments.values().flatten().filter(|(b, _)| arns.contains(&b.arn)).map(|(_, d)| d.clone()).collect())
+    }
+
+    async fn service_revisions(&self, arns: &[String]) -> Result<Vec<ServiceRevision>, AwsError> {
+        self.check("DescribeServiceRevisions")?;
+        Ok(self.revisions.iter().filter(|r| arns.contains(&r.arn)).cloned().collect())
+    }
+
+    async fn tasks(&self, cluster: &str) -> Result<Vec<TaskUsage>, AwsError> {
+        self.check("ListTasks")?;
+        Ok(self.tasks.iter().filter(|(c, _)| c == cluster).map(|(_, t)| t.clone()).collect())
+    }
+
+    async fn task_definition_families(&self) -> Result<Vec<String>, AwsError> {
+        self.check("ListTaskDefinitionFamilies")?;
+        let families: BTreeSet<String> = self.task_definitions.iter().map(|t| t.family.clone()).collect();
+        Ok(families.into_iter().collect())
+    }
+
+    async fn task_definition(&self, name: &str) -> Result<Option<TaskDefinition>, AwsError> {
+        self.check("DescribeTaskDefinition")?;
+        if !name.contains(':') {
+            return Ok(self.task_definitions.iter().filter(|t| t.family == name).max_by_key(|t| t.revision).cloned());
+        }
+        Ok(self
+            .task_definitions
+            .iter()
+            .find(|t| t.arn == name || format!("{}:{}", t.family, t.revision) == name)
+            .cloned())
+    }
+}
+
+#[async_trait]
+impl RuleTargets for std::sync::Arc<FakeUsage> {
+    async fn ecs_targets(&self) -> Result<Vec<EcsTarget>, AwsError> {
+        self.check("ListRules")?;
+        Ok(self.rules.clone())
+    }
+}
+
+#[async_trait]
+impl ScheduleTargets for std::sync::Arc<FakeUsage> {
+    async fn ecs_targets(&self) -> Result<Vec<EcsTarget>, AwsError> {
+        self.check("ListSchedules")?;
+        Ok(self.schedules.clone())
+    }
+}
+
+#[async_trait]
+impl ImageFunctions for std::sync::Arc<FakeUsage> {
+    async fn image_functions(&self) -> Result<Vec<FunctionImage>, AwsError> {
+        self.check("ListFunctions")?;
+        Ok(self.functions.clone())
+    }
+}
+
+/// An "in use" reader that answers from a script: each read takes the next
+/// answer; the last one repeats. Counts its reads.
+pub struct ScriptedInUse {
+    answers: Mutex<Vec<Result<InUse, SourceFailure>>>,
+    pub reads: Mutex<usize>,
+}
+
+impl ScriptedInUse {
+    /// `answers` in the order they are given out (at least one).
+    pub fn new(answers: Vec<Result<InUse, SourceFailure>>) -> Self {
+        let mut answers = answers;
+        answers.reverse();
+        ScriptedInUse { answers: Mutex::new(answers), reads: Mutex::new(0) }
+    }
+
+    pub fn always(set: InUse) -> Self {
+        Self::new(vec![Ok(set)])
+    }
+}
+
+#[async_trait]
+impl InUseReader for ScriptedInUse {
+    async fn read(&self) -> Result<InUse, SourceFailure> {
+        *lock(&self.reads) += 1;
+        let mut answers = lock(&self.answers);
+        if answers.len() > 1 {
+            return answers.pop().unwrap_or_else(|| Ok(InUse::default()));
+        }
+        match answers.last() {
+            Some(Ok(set)) => Ok(set.clone()),
+            Some(Err(f)) => Err(SourceFailure {
+                source: f.source,
+                region: f.region.clone(),
+                permission: f.permission.clone(),
+                error: Box::new(AwsError {
+                    operation: f.error.operation,
+                    code: f.error.code.clone(),
+                    message: f.error.message.clone(),
+                    retryable: f.error.retryable,
+                    source: None,
+                }),
+            }),
+            None => Ok(InUse::default()),
+        }
     }
 }

@@ -14,6 +14,7 @@ pub mod discover;
 pub mod ensure;
 pub mod error;
 pub mod image_ref;
+pub mod in_use;
 pub mod lifecycle;
 pub mod log_groups;
 pub mod media;

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use std::collections::BTreeMap;
 
 use crate::lifecycle::StorageClass;
-use crate::model::{Image, LogGroup, Manifest, RunningTask, Service, ServiceDeployment, Tags, TaskDefinition};
+use crate::model::{Image, LogGroup, Manifest, RunningTask, Service, Tags, TaskDefinition};
 use crate::prune::RepoImage;
 use crate::AwsError;
 
@@ -94,7 +94,11 @@ pub trait EcrRead: Send + Sync {
 pub trait ServiceHistory: Send + Sync {
     /// The service's newest deployments (at most 20), newest first, each with
     /// the revision it deploys. Empty for a service that has none recorded.
-    async fn service_deployments(&self, cluster: &str, service_arn: &str) -> Result<Vec<ServiceDeployment>, AwsError>;
+    async fn service_deployments(
+        &self,
+        cluster: &str,
+        service_arn: &str,
+    ) -> Result<Vec<crate::model::ServiceDeployment>, AwsError>;
 
     /// The task definition of the deployment with this id (`ecs-svc/…`) as
     /// DescribeServices lists it, if it still does.
@@ -179,4 +183,121 @@ pub trait Registry: Send + Sync {
         digest: &str,
         target: StorageClass,
     ) -> Result<StorageClass, AwsError>;
+
+    /// ListImageReferrers of each subject: subject digest → the digests of
+    /// the artifacts (signatures, SBOMs, attestations) that name it. Subjects
+    /// without referrers are left out.
+    async fn referrers(&self, repository: &str, subjects: &[String])
+        -> Result<BTreeMap<String, Vec<String>>, AwsError>;
+}
+
+/// A container image as ECS recorded it: the reference the task definition
+/// names, and the digest ECS resolved it to (when it has).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerImage {
+    pub image: String,
+    pub digest: Option<String>,
+}
+
+/// A service as "in use" needs it. EXTERNAL services may have no task
+/// definition of their own: their task sets name them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceUsage {
+    pub arn: String,
+    pub name: String,
+    pub cluster_arn: String,
+    /// `ECS`, `CODE_DEPLOY` or `EXTERNAL`.
+    pub controller: String,
+    pub task_definition: Option<String>,
+    /// Task definitions of the deployments DescribeServices lists (PRIMARY, ACTIVE).
+    pub deployment_task_definitions: Vec<String>,
+    /// Task definitions of the task sets (CODE_DEPLOY and EXTERNAL services).
+    pub task_set_task_definitions: Vec<String>,
+}
+
+/// One row of ListServiceDeployments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeploymentBrief {
+    pub arn: String,
+    pub status: String,
+    /// Seconds since the epoch.
+    pub created_at: i64,
+    pub target_revision: Option<String>,
+}
+
+/// One DescribeServiceDeployments entry: where it goes, and where from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceDeployment {
+    pub arn: String,
+    pub target_revision: Option<String>,
+    pub source_revisions: Vec<String>,
+}
+
+/// One DescribeServiceRevisions entry: the digests ECS pinned when the
+/// deployment started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceRevision {
+    pub arn: String,
+    pub task_definition: Option<String>,
+    pub images: Vec<ContainerImage>,
+}
+
+/// A task whose desired status is RUNNING or PENDING.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskUsage {
+    pub arn: String,
+    pub task_definition: String,
+    pub images: Vec<ContainerImage>,
+}
+
+/// ECS read as "in use" needs it, in one region.
+#[async_trait]
+pub trait EcsUsage: Send + Sync {
+    async fn clusters(&self) -> Result<Vec<String>, AwsError>;
+    /// ListServices and DescribeServices (task sets included) of one cluster.
+    async fn services(&self, cluster: &str) -> Result<Vec<ServiceUsage>, AwsError>;
+    /// Every page of ListServiceDeployments for one service.
+    async fn service_deployments(&self, cluster: &str, service: &str) -> Result<Vec<DeploymentBrief>, AwsError>;
+    /// DescribeServiceDeployments, 20 a call.
+    async fn describe_service_deployments(&self, arns: &[String]) -> Result<Vec<ServiceDeployment>, AwsError>;
+    /// DescribeServiceRevisions, 20 a call.
+    async fn service_revisions(&self, arns: &[String]) -> Result<Vec<ServiceRevision>, AwsError>;
+    /// Tasks desired RUNNING or PENDING in one cluster (standalone ones too).
+    async fn tasks(&self, cluster: &str) -> Result<Vec<TaskUsage>, AwsError>;
+    /// Families with at least one ACTIVE revision.
+    async fn task_definition_families(&self) -> Result<Vec<String>, AwsError>;
+    /// DescribeTaskDefinition of an ARN, `family:revision`, or a family (its
+    /// latest ACTIVE revision). `None` when ECS does not know it.
+    async fn task_definition(&self, name: &str) -> Result<Option<TaskDefinition>, AwsError>;
+}
+
+/// An ECS task definition a scheduled thing runs: `(who, task definition)`.
+pub type EcsTarget = (String, String);
+
+/// EventBridge: the ECS targets of every rule on every event bus.
+#[async_trait]
+pub trait RuleTargets: Send + Sync {
+    async fn ecs_targets(&self) -> Result<Vec<EcsTarget>, AwsError>;
+}
+
+/// EventBridge Scheduler: the ECS targets of every schedule in every group.
+#[async_trait]
+pub trait ScheduleTargets: Send + Sync {
+    async fn ecs_targets(&self) -> Result<Vec<EcsTarget>, AwsError>;
+}
+
+/// A Lambda function version packaged as a container image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionImage {
+    /// `name:version`.
+    pub name: String,
+    pub image_uri: Option<String>,
+    /// `repository@sha256:…`, what Lambda actually runs.
+    pub resolved_image_uri: Option<String>,
+}
+
+/// Lambda: every function version whose PackageType is Image.
+#[async_trait]
+pub trait ImageFunctions: Send + Sync {
+    async fn image_functions(&self) -> Result<Vec<FunctionImage>, AwsError>;
 }

@@ -4,12 +4,18 @@
 //!
 //! Protected, and so never deleted nor archived (an archived image cannot be
 //! pulled, so archiving what is in use breaks it as surely as deleting it):
-//! - digests an ECS service deployment or a running task uses, including
-//!   those a task definition names by tag (resolved to the digest the tag
-//!   points at now) — since mid-2024 ECS pins the digest a tag resolved to,
-//!   so an *untagged* image can be exactly what a service runs;
+//! - digests something uses ([`crate::in_use`]: services and their pinned
+//!   revisions, task sets, tasks, task-definition families, scheduled rules
+//!   and schedules, Lambda image functions), including those named by tag
+//!   (resolved to the digest the tag points at now) — since mid-2024 ECS pins
+//!   the digest a tag resolved to, so an *untagged* image can be exactly what
+//!   a service runs;
 //! - every child (platform manifests and attestations) of every image index
-//!   that is kept.
+//!   that is kept;
+//! - every referrer (signature, SBOM, attestation: an artifact whose
+//!   `subject` is the image) of every image that is kept.
+//!
+//! The referrers of an image that is deleted are deleted with it, before it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -63,16 +69,8 @@ impl RepoImage {
     }
 }
 
-/// What ECS uses, across every cluster: image references of the task
-/// definitions of service deployments and running tasks, and the digests
-/// running tasks report.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct InUse {
-    /// `(image reference, who uses it)`.
-    pub references: Vec<(String, String)>,
-    /// `(digest, who runs it)`.
-    pub digests: Vec<(String, String)>,
-}
+/// What is in use, from every source: see [`crate::in_use`].
+pub use crate::in_use::InUse;
 
 /// The repository being planned, and where it lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,10 +109,13 @@ pub struct PrunePlan {
     /// Rule priority → images it archived (protected ones included).
     pub transitioned_by_rule: BTreeMap<u32, usize>,
     pub protected: Vec<Protected>,
+    /// Referrers of deleted images, deleted before their subjects: a referrer
+    /// left without its subject could never be found again by ListImageReferrers.
+    pub delete_referrers: Vec<String>,
     /// Untagged indexes to delete first, so their children are no longer referenced.
     pub delete_indexes: Vec<String>,
-    /// What each index in `delete_indexes` references: if one of them cannot
-    /// be deleted, its children must not be deleted either.
+    /// What each deleted parent references: an index its children, a referrer
+    /// its subject. If a parent cannot be deleted, what it references is kept.
     pub index_children: BTreeMap<String, Vec<String>>,
     /// Everything else to delete, after the indexes.
     pub delete_images: Vec<String>,
@@ -131,7 +132,12 @@ pub struct PrunePlan {
 
 impl PrunePlan {
     pub fn deletions(&self) -> usize {
-        self.delete_indexes.len() + self.delete_images.len()
+        self.delete_referrers.len() + self.delete_indexes.len() + self.delete_images.len()
+    }
+
+    /// Every digest to delete, in the order of deletion.
+    pub fn to_delete(&self) -> impl Iterator<Item = &String> {
+        self.delete_referrers.iter().chain(&self.delete_indexes).chain(&self.delete_images)
     }
 
     pub fn transitions(&self) -> usize {
@@ -139,12 +145,12 @@ impl PrunePlan {
     }
 }
 
-/// Which digests of this repository ECS uses, and why (every reason, sorted,
-/// so the result does not depend on the order ECS listed things in).
+/// Which digests of this repository something uses, and why (every reason,
+/// sorted, so the result does not depend on the order sources listed things in).
 pub fn in_use(repository: &RepositoryId, images: &[RepoImage], uses: &InUse) -> BTreeMap<String, String> {
     let present: BTreeSet<&str> = images.iter().map(|i| i.digest.as_str()).collect();
     let mut protected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (reference, who) in &uses.references {
+    for (reference, users) in &uses.references {
         let Some(image) = ImageRef::parse(reference) else { continue };
         let ours =
             image.ecr_registry().is_some_and(|r| r.account == repository.account && r.region == repository.region)
@@ -152,18 +158,23 @@ pub fn in_use(repository: &RepositoryId, images: &[RepoImage], uses: &InUse) -> 
         if !ours {
             continue;
         }
-        if let Some(digest) = &image.digest {
-            protected.entry(digest.clone()).or_default().insert(format!("in use by {who} (pinned by digest)"));
+        let (digest, how) = if let Some(digest) = &image.digest {
+            (Some(digest.clone()), "pinned by digest".to_string())
         } else {
             let tag = image.tag.as_deref().unwrap_or("latest");
-            if let Some(found) = images.iter().find(|i| i.tags.iter().any(|t| t == tag)) {
-                protected.entry(found.digest.clone()).or_default().insert(format!("in use by {who} (tag {tag})"));
-            }
+            let found = images.iter().find(|i| i.tags.iter().any(|t| t == tag));
+            (found.map(|i| i.digest.clone()), format!("tag {tag}"))
+        };
+        let Some(digest) = digest else { continue };
+        for who in users {
+            protected.entry(digest.clone()).or_default().insert(format!("in use by {who} ({how})"));
         }
     }
-    for (digest, who) in &uses.digests {
+    for (digest, users) in &uses.digests {
         if present.contains(digest.as_str()) {
-            protected.entry(digest.clone()).or_default().insert(format!("running in {who}"));
+            for who in users {
+                protected.entry(digest.clone()).or_default().insert(format!("in use by {who} (digest)"));
+            }
         }
     }
     protected
@@ -173,13 +184,15 @@ pub fn in_use(repository: &RepositoryId, images: &[RepoImage], uses: &InUse) -> 
 }
 
 /// The whole plan for one repository. `children` maps each index digest to
-/// the digests it references (read with BatchGetImage); `now` is seconds since
-/// the epoch; `max_delete_percent` is the safety brake.
+/// the digests it references (read with BatchGetImage); `referrers` maps a
+/// subject digest to its referrers (ListImageReferrers); `now` is seconds
+/// since the epoch; `max_delete_percent` is the safety brake.
 pub fn plan(
     policy: &Policy,
     images: &[RepoImage],
     in_use: &BTreeMap<String, String>,
     children: &BTreeMap<String, Vec<String>>,
+    referrers: &BTreeMap<String, Vec<String>>,
     now: i64,
     max_delete_percent: u32,
 ) -> PrunePlan {
@@ -189,26 +202,41 @@ pub fn plan(
         decisions.iter().filter(|(_, d)| d.action == Action::Expire).map(|(k, d)| (k.as_str(), d.rule)).collect();
     let by_digest: BTreeMap<&str, &RepoImage> = images.iter().map(|i| (i.digest.as_str(), i)).collect();
 
-    // Protection: what ECS uses, then the children of every index that is
-    // kept (not expired, or protected; an index being archived is kept), to
-    // a fixed point for nested indexes.
+    // Protection, to a fixed point: what is in use; the children of every
+    // kept index (an index being archived is kept); the referrers of every
+    // kept image. "Doomed" is what would be deleted with what is protected so
+    // far: the expired, and the referrers of anything doomed. Protections
+    // only grow, so doomed only shrinks, and the loop ends.
     let mut reasons: BTreeMap<String, String> = in_use.clone();
-    loop {
+    let doomed = loop {
+        let doomed = doomed_by(&expired, &reasons, referrers, &by_digest);
         let mut added = false;
-        for (index, kids) in children {
-            let kept = !expired.contains_key(index.as_str()) || reasons.contains_key(index);
-            if !kept || !by_digest.contains_key(index.as_str()) {
+        let links = children
+            .iter()
+            .map(|(parent, kids)| (parent, kids, "part of kept index"))
+            .chain(referrers.iter().map(|(subject, refs)| (subject, refs, "referrer of kept image")));
+        for (parent, kids, why) in links {
+            if doomed.contains(parent.as_str()) || !by_digest.contains_key(parent.as_str()) {
                 continue;
             }
             for kid in kids {
                 if by_digest.contains_key(kid.as_str()) && !reasons.contains_key(kid) {
-                    reasons.insert(kid.clone(), format!("part of kept index {index}"));
+                    reasons.insert(kid.clone(), format!("{why} {parent}"));
                     added = true;
                 }
             }
         }
         if !added {
-            break;
+            break doomed;
+        }
+    };
+    // referrer → its doomed subjects: the edges that order deletion
+    let mut subjects_of: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (subject, refs) in referrers {
+        if doomed.contains(subject.as_str()) {
+            for r in refs.iter().filter(|r| doomed.contains(r.as_str())) {
+                subjects_of.entry(r.as_str()).or_default().push(subject.clone());
+            }
         }
     }
 
@@ -238,20 +266,24 @@ pub fn plan(
     }
     for (digest, decision) in decisions.iter().filter(|(d, _)| !reasons.contains_key(*d)) {
         let Some(image) = by_digest.get(digest.as_str()) else { continue };
-        match decision.action {
-            Action::Expire => {
-                plan.bytes_to_reclaim += image.size_bytes.unwrap_or(0);
-                if image.is_index() {
-                    plan.delete_indexes.push(digest.clone());
-                    plan.index_children.insert(digest.clone(), children.get(digest).cloned().unwrap_or_default());
-                } else {
-                    plan.delete_images.push(digest.clone());
-                }
-            }
-            Action::Transition => {
-                plan.bytes_to_archive += image.size_bytes.unwrap_or(0);
-                plan.transition_images.push(digest.clone());
-            }
+        if decision.action == Action::Transition && !doomed.contains(digest.as_str()) {
+            plan.bytes_to_archive += image.size_bytes.unwrap_or(0);
+            plan.transition_images.push(digest.clone());
+        }
+    }
+    for digest in &doomed {
+        let Some(image) = by_digest.get(digest) else { continue };
+        plan.bytes_to_reclaim += image.size_bytes.unwrap_or(0);
+        if let Some(subjects) = subjects_of.get(digest) {
+            plan.delete_referrers.push(digest.to_string());
+            let mut edges = subjects.clone();
+            edges.extend(children.get(*digest).into_iter().flatten().cloned());
+            plan.index_children.insert(digest.to_string(), edges);
+        } else if image.is_index() {
+            plan.delete_indexes.push(digest.to_string());
+            plan.index_children.insert(digest.to_string(), children.get(*digest).cloned().unwrap_or_default());
+        } else {
+            plan.delete_images.push(digest.to_string());
         }
     }
     // The brake counts archiving too: it is undone by a restore, but until
@@ -273,16 +305,50 @@ pub fn plan(
     plan
 }
 
+/// What is deleted given the protections so far: the expired ones that are
+/// not protected, and, transitively, the unprotected referrers of those.
+fn doomed_by<'a>(
+    expired: &BTreeMap<&str, u32>,
+    reasons: &BTreeMap<String, String>,
+    referrers: &BTreeMap<String, Vec<String>>,
+    present: &BTreeMap<&'a str, &RepoImage>,
+) -> BTreeSet<&'a str> {
+    let mut doomed: BTreeSet<&'a str> =
+        present.keys().copied().filter(|d| expired.contains_key(*d) && !reasons.contains_key(*d)).collect();
+    let mut stack: Vec<&'a str> = doomed.iter().copied().collect();
+    while let Some(subject) = stack.pop() {
+        for r in referrers.get(subject).into_iter().flatten() {
+            let Some((key, _)) = present.get_key_value(r.as_str()) else { continue };
+            if !reasons.contains_key(r) && doomed.insert(key) {
+                stack.push(key);
+            }
+        }
+    }
+    doomed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fakes::FakeUsage;
+    use crate::in_use::readers::Sources;
+    use crate::in_use::{InUseReader, Source, User};
     use crate::lifecycle::DEFAULT_POLICY;
+    use crate::model::{Container, TaskDefinition};
+    use crate::ports::{
+        ContainerImage, DeploymentBrief, FunctionImage, ServiceDeployment, ServiceRevision, ServiceUsage, TaskUsage,
+    };
     use proptest::prelude::*;
+    use std::sync::Arc;
 
     const DAY: i64 = 86_400;
     const NOW: i64 = 1_800_000_000;
     const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
     const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+    fn service(name: &str) -> User {
+        User::new(Source::ServiceDeployment, name, "us-east-1")
+    }
 
     fn d(n: u32) -> String {
         format!("sha256:{n:064x}")
@@ -324,15 +390,13 @@ mod tests {
         // GIVEN latest, three old untagged leftovers of earlier pushes, one fresh untagged
         let images = [img(1, &["latest"], 0), img(2, &[], 3), img(3, &[], 5), img(4, &[], 9), img(5, &[], 0)];
         // AND a service whose deployment pinned the digest of an earlier push
-        let uses = InUse {
-            references: vec![(format!("{HOST}/users@{}", d(3)), "service prod/users".into())],
-            digests: vec![],
-        };
+        let mut uses = InUse::default();
+        uses.add_reference(format!("{HOST}/users@{}", d(3)), service("prod/users"));
         let protected = in_use(&repo(), &images, &uses);
-        let plan = plan(&default_policy(), &images, &protected, &BTreeMap::new(), NOW, 100);
+        let plan = plan(&default_policy(), &images, &protected, &BTreeMap::new(), &BTreeMap::new(), NOW, 100);
         assert_eq!(plan.delete_images, [d(2), d(4)]);
         assert_eq!(plan.protected.len(), 1);
-        assert_eq!(plan.protected[0].reason, "in use by service prod/users (pinned by digest)");
+        assert_eq!(plan.protected[0].reason, "in use by service prod/users in us-east-1 (pinned by digest)");
         assert_eq!(plan.protected[0].expired_by_rule, Some(1));
         assert_eq!(plan.bytes_to_reclaim, 1002 + 1004);
         assert_eq!(plan.expired_by_rule.get(&1), Some(&3));
@@ -341,18 +405,41 @@ mod tests {
     #[test]
     fn tags_resolve_to_digests_and_other_registries_are_ignored() {
         let images = [img(1, &["v1"], 40), img(2, &["v2"], 1)];
-        let uses = InUse {
-            references: vec![
-                (format!("{HOST}/users:v1"), "task definition users:7".into()),
-                ("210987654321.dkr.ecr.us-east-1.amazonaws.com/users@".to_string() + &d(2), "elsewhere".into()),
-                (format!("{HOST}/posts@{}", d(2)), "another repository".into()),
-            ],
-            digests: vec![(d(2), "task abc".into()), (d(99), "task gone".into())],
-        };
+        let mut uses = InUse::default();
+        uses.add_reference(
+            format!("{HOST}/users:v1"),
+            User::new(Source::TaskDefinitionFamily, "users (users:7)", "us-east-1"),
+        );
+        uses.add_reference(
+            "210987654321.dkr.ecr.us-east-1.amazonaws.com/users@".to_string() + &d(2),
+            service("elsewhere"),
+        );
+        uses.add_reference(format!("{HOST}/posts@{}", d(2)), service("another repository"));
+        uses.add_digest(d(2), User::new(Source::Task, "prod/abc", "us-east-1"));
+        uses.add_digest(d(99), User::new(Source::Task, "prod/gone", "us-east-1"));
         let protected = in_use(&repo(), &images, &uses);
-        assert_eq!(protected[&d(1)], "in use by task definition users:7 (tag v1)");
-        assert_eq!(protected[&d(2)], "running in task abc");
+        assert_eq!(protected[&d(1)], "in use by task definition family users (users:7) in us-east-1 (tag v1)");
+        assert_eq!(protected[&d(2)], "in use by task prod/abc in us-east-1 (digest)");
         assert_eq!(protected.len(), 2);
+    }
+
+    #[test]
+    fn a_kept_image_keeps_its_referrers_and_a_deleted_one_takes_them_along() {
+        // GIVEN latest (1) with a signature (5), an old untagged image (2)
+        // with an SBOM (3) that has its own signature (4), all untagged old
+        let images = [img(1, &["latest"], 0), img(2, &[], 5), img(3, &[], 0), img(4, &[], 0), img(5, &[], 5)];
+        let referrers = BTreeMap::from([(d(1), vec![d(5)]), (d(2), vec![d(3)]), (d(3), vec![d(4)])]);
+        let plan = plan(&default_policy(), &images, &BTreeMap::new(), &BTreeMap::new(), &referrers, NOW, 100);
+        // THEN 3 and 4 go, though young, because their subject goes, before it
+        assert_eq!(plan.delete_referrers, [d(3), d(4)]);
+        assert_eq!(plan.delete_images, [d(2)]);
+        assert_eq!(plan.index_children[&d(4)], [d(3)]);
+        assert_eq!(plan.protected.len(), 1);
+        assert_eq!(plan.protected[0].reason, format!("referrer of kept image {}", d(1)));
+        // AND when something uses the image, its referrers stay too
+        let uses = BTreeMap::from([(d(2), "in use by Lambda function f:1 in us-east-1 (digest)".to_string())]);
+        let kept = super::plan(&default_policy(), &images, &uses, &BTreeMap::new(), &referrers, NOW, 100);
+        assert_eq!(kept.deletions(), 0, "{kept:?}");
     }
 
     #[test]
@@ -360,7 +447,7 @@ mod tests {
         // GIVEN a tagged multi-arch index with two platform children and an attestation, all untagged and old
         let images = [index(10, &["latest"], 5), img(11, &[], 5), img(12, &[], 5), img(13, &[], 5)];
         let children = BTreeMap::from([(d(10), vec![d(11), d(12), d(13)])]);
-        let plan = plan(&default_policy(), &images, &BTreeMap::new(), &children, NOW, 100);
+        let plan = plan(&default_policy(), &images, &BTreeMap::new(), &children, &BTreeMap::new(), NOW, 100);
         assert!(plan.delete_images.is_empty() && plan.delete_indexes.is_empty(), "{plan:?}");
         assert_eq!(plan.protected.len(), 3);
         assert!(plan.protected.iter().all(|p| p.reason == format!("part of kept index {}", d(10))));
@@ -370,7 +457,7 @@ mod tests {
     fn an_expired_untagged_index_goes_first_and_its_orphans_follow() {
         let images = [index(10, &[], 5), img(11, &[], 5), img(12, &[], 5), img(1, &["latest"], 0)];
         let children = BTreeMap::from([(d(10), vec![d(11), d(12)])]);
-        let plan = plan(&default_policy(), &images, &BTreeMap::new(), &children, NOW, 100);
+        let plan = plan(&default_policy(), &images, &BTreeMap::new(), &children, &BTreeMap::new(), NOW, 100);
         assert_eq!(plan.delete_indexes, [d(10)]);
         assert_eq!(plan.delete_images, [d(11), d(12)]);
     }
@@ -380,7 +467,7 @@ mod tests {
         let images = [index(10, &[], 5), img(11, &[], 5)];
         let children = BTreeMap::from([(d(10), vec![d(11)])]);
         let uses = BTreeMap::from([(d(10), "in use by service prod/users (pinned by digest)".to_string())]);
-        let plan = plan(&default_policy(), &images, &uses, &children, NOW, 100);
+        let plan = plan(&default_policy(), &images, &uses, &children, &BTreeMap::new(), NOW, 100);
         assert_eq!(plan.deletions(), 0);
         assert_eq!(plan.protected.len(), 2);
     }
@@ -388,14 +475,15 @@ mod tests {
     #[test]
     fn the_safety_brake_stops_a_repository() {
         let images = [img(1, &["latest"], 0), img(2, &[], 3), img(3, &[], 5)];
-        let plan = plan(&default_policy(), &images, &BTreeMap::new(), &BTreeMap::new(), NOW, 50);
+        let plan = plan(&default_policy(), &images, &BTreeMap::new(), &BTreeMap::new(), &BTreeMap::new(), NOW, 50);
         assert_eq!(plan.deletions(), 2);
         assert!(
             plan.brake.as_deref().unwrap_or("").starts_with("safety brake: 2 of 3 images (66%)"),
             "{:?}",
             plan.brake
         );
-        let allowed = super::plan(&default_policy(), &images, &BTreeMap::new(), &BTreeMap::new(), NOW, 70);
+        let allowed =
+            super::plan(&default_policy(), &images, &BTreeMap::new(), &BTreeMap::new(), &BTreeMap::new(), NOW, 70);
         assert_eq!(allowed.brake, None);
     }
 
@@ -420,7 +508,7 @@ mod tests {
             archived(4, &["v0"], 400, 100),
             archived(5, &[], 300, 10),
         ];
-        let plan = plan(&archive_policy(), &images, &BTreeMap::new(), &BTreeMap::new(), NOW, 100);
+        let plan = plan(&archive_policy(), &images, &BTreeMap::new(), &BTreeMap::new(), &BTreeMap::new(), NOW, 100);
         assert_eq!(plan.transition_images, [d(2), d(3)]);
         assert_eq!(plan.delete_images, [d(4)]);
         assert!(plan.delete_indexes.is_empty() && plan.protected.is_empty());
@@ -434,21 +522,23 @@ mod tests {
     #[test]
     fn an_image_in_use_is_never_archived_either() {
         let images = [img(1, &["latest"], 1), img(2, &["v1"], 40), img(3, &["v2"], 50)];
-        let uses = InUse {
-            references: vec![(format!("{HOST}/users:v1"), "scheduled rule nightly".into())],
-            digests: vec![(d(3), "task abc".into())],
-        };
+        let mut uses = InUse::default();
+        uses.add_reference(
+            format!("{HOST}/users:v1"),
+            User::new(Source::EventBridgeRule, "default/nightly", "us-east-1"),
+        );
+        uses.add_digest(d(3), User::new(Source::Task, "prod/abc", "us-east-1"));
         let used = in_use(&repo(), &images, &uses);
-        let plan = plan(&archive_policy(), &images, &used, &BTreeMap::new(), NOW, 100);
+        let plan = plan(&archive_policy(), &images, &used, &BTreeMap::new(), &BTreeMap::new(), NOW, 100);
         assert!(plan.transition_images.is_empty(), "{plan:?}");
         assert_eq!(plan.protected.len(), 2);
         assert_eq!(
             plan.protected[0].reason,
-            "in use by scheduled rule nightly (tag v1); not archived either: an archived image cannot be pulled"
+            "in use by EventBridge rule default/nightly in us-east-1 (tag v1); not archived either: an archived image cannot be pulled"
         );
         assert_eq!(plan.protected[0].transitioned_by_rule, Some(1));
         assert_eq!(plan.protected[0].expired_by_rule, None);
-        assert_eq!(plan.protected[1].reason, format!("running in task abc; {NOT_ARCHIVED}"));
+        assert_eq!(plan.protected[1].reason, format!("in use by task prod/abc in us-east-1 (digest); {NOT_ARCHIVED}"));
         // the rule still counts what it would have archived
         assert_eq!(plan.transitioned_by_rule, BTreeMap::from([(1, 2)]));
     }
@@ -467,7 +557,7 @@ mod tests {
         .expect("valid");
         let images = [index(10, &["v1"], 40), img(11, &[], 40), img(12, &[], 40), img(13, &[], 40)];
         let children = BTreeMap::from([(d(10), vec![d(11), d(12)])]);
-        let plan = plan(&policy, &images, &BTreeMap::new(), &children, NOW, 100);
+        let plan = plan(&policy, &images, &BTreeMap::new(), &children, &BTreeMap::new(), NOW, 100);
         assert_eq!(plan.transition_images, [d(10)]);
         assert_eq!(plan.delete_images, [d(13)]);
         let kept: Vec<(&str, &str)> = plan.protected.iter().map(|p| (p.digest.as_str(), p.reason.as_str())).collect();
@@ -478,7 +568,7 @@ mod tests {
     #[test]
     fn the_safety_brake_counts_archiving() {
         let images = [img(1, &["latest"], 1), img(2, &["v1"], 40), img(3, &["v2"], 50)];
-        let plan = plan(&archive_policy(), &images, &BTreeMap::new(), &BTreeMap::new(), NOW, 50);
+        let plan = plan(&archive_policy(), &images, &BTreeMap::new(), &BTreeMap::new(), &BTreeMap::new(), NOW, 50);
         assert_eq!(
             plan.brake.as_deref(),
             Some("safety brake: 2 of 3 images (66%) would be archived, more than PRUNE_MAX_DELETE_PERCENT=50; nothing archived in this repository")
@@ -494,24 +584,146 @@ mod tests {
         assert_eq!((c.storage_class, c.archived_at), (StorageClass::Archive, Some(NOW - 100 * DAY)));
     }
 
+    const TAGS: [&str; 5] = ["latest", "v1", "v2", "prod-1", "dev"];
+
+    /// One consumer of one source, naming image `image` by digest, or
+    /// `TAGS[tag]` by tag.
+    #[derive(Clone, Debug)]
+    struct Consumer {
+        source: usize,
+        image: usize,
+        tag: Option<usize>,
+    }
+
+    fn task_definition(family: &str, image: &str) -> TaskDefinition {
+        TaskDefinition {
+            arn: format!("arn:aws:ecs:us-east-1:123456789012:task-definition/{family}:1"),
+            family: family.into(),
+            revision: 1,
+            containers: vec![Container { name: "app".into(), image: image.into(), log: None }],
+            cpu_architecture: None,
+            tags: Default::default(),
+            ..TaskDefinition::default()
+        }
+    }
+
+    /// The sources as ECS, EventBridge, Scheduler and Lambda would report
+    /// these consumers: each one in the shape its source has.
+    fn sources_of(consumers: &[Consumer], n: usize) -> FakeUsage {
+        let cluster = "arn:aws:ecs:us-east-1:123456789012:cluster/prod".to_string();
+        let mut world = FakeUsage::default();
+        for (k, c) in consumers.iter().enumerate() {
+            let digest = d((c.image % n) as u32);
+            let (reference, pinned) = match c.tag {
+                Some(t) => (format!("{HOST}/users:{}", TAGS[t % TAGS.len()]), None),
+                None => (format!("{HOST}/users@{digest}"), Some(digest.clone())),
+            };
+            let service = |controller: &str, task_sets: Vec<String>| ServiceUsage {
+                arn: format!("arn:aws:ecs:us-east-1:123456789012:service/prod/s{k}"),
+                name: format!("s{k}"),
+                cluster_arn: cluster.clone(),
+                controller: controller.into(),
+                task_definition: None,
+                deployment_task_definitions: vec![],
+                task_set_task_definitions: task_sets,
+            };
+            match Source::ALL[c.source % Source::ALL.len()] {
+                Source::ServiceDeployment => {
+                    let s = service("ECS", vec![]);
+                    let (old, new) = (format!("rev{k}-old"), format!("rev{k}"));
+                    // a finished deployment from an old revision to this one
+                    world.deployments.insert(
+                        s.arn.clone(),
+                        vec![(
+                            DeploymentBrief {
+                                arn: format!("dep{k}"),
+                                status: "SUCCESSFUL".into(),
+                                created_at: 1,
+                                target_revision: Some(new.clone()),
+                            },
+                            ServiceDeployment {
+                                arn: format!("dep{k}"),
+                                target_revision: Some(new.clone()),
+                                source_revisions: vec![old],
+                            },
+                        )],
+                    );
+                    world.revisions.push(ServiceRevision {
+                        arn: new,
+                        task_definition: None,
+                        images: vec![ContainerImage { image: reference, digest: pinned }],
+                    });
+                    world.services.push(s);
+                }
+                Source::TaskSet => {
+                    world.services.push(service("EXTERNAL", vec![format!("ts{k}:1")]));
+                    world.task_definitions.push(task_definition(&format!("ts{k}"), &reference));
+                }
+                Source::Task => world.tasks.push((
+                    cluster.clone(),
+                    TaskUsage {
+                        arn: format!("arn:aws:ecs:us-east-1:123456789012:task/prod/t{k}"),
+                        task_definition: String::new(),
+                        images: vec![ContainerImage { image: reference, digest: pinned }],
+                    },
+                )),
+                Source::TaskDefinitionFamily => {
+                    world.task_definitions.push(task_definition(&format!("fam{k}"), &reference))
+                }
+                Source::EventBridgeRule => {
+                    let td = task_definition(&format!("rule{k}"), &reference);
+                    world.rules.push((format!("default/r{k}"), td.arn.clone()));
+                    world.task_definitions.push(td);
+                }
+                Source::SchedulerSchedule => {
+                    let td = task_definition(&format!("sched{k}"), &reference);
+                    // a target without revision: the family's latest
+                    world.schedules.push((format!("default/s{k}"), td.arn.trim_end_matches(":1").to_string()));
+                    world.task_definitions.push(td);
+                }
+                Source::LambdaFunction => world.functions.push(FunctionImage {
+                    name: format!("f{k}:$LATEST"),
+                    image_uri: Some(reference.clone()),
+                    resolved_image_uri: Some(format!("{HOST}/users@{digest}")).filter(|_| c.tag.is_none()),
+                }),
+            }
+        }
+        world
+    }
+
+    /// The set as the readers build it from those sources.
+    fn read(world: FakeUsage) -> InUse {
+        let sources = Sources { regions: vec![FakeUsage::region(&Arc::new(world), "us-east-1")], concurrency: 2 };
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        runtime.block_on(sources.read()).expect("every source readable")
+    }
+
     /// A random registry: tagged and untagged images of random ages, indexes
-    /// whose children (and attestations) are other rows, services pinned to
-    /// random digests or tags, running tasks.
-    fn registry() -> impl Strategy<Value = (Vec<RepoImage>, BTreeMap<String, Vec<String>>, InUse)> {
+    /// whose children (and attestations) are other rows, referrers, and
+    /// consumers from every source of "in use".
+    #[allow(clippy::type_complexity)]
+    fn registry(
+    ) -> impl Strategy<Value = (Vec<RepoImage>, BTreeMap<String, Vec<String>>, BTreeMap<String, Vec<String>>, Vec<Consumer>)>
+    {
         let image = (
-            prop::collection::vec(prop::sample::select(vec!["latest", "v1", "v2", "prod-1", "dev"]), 0..3),
+            prop::collection::vec(prop::sample::select(TAGS.to_vec()), 0..3),
             0i64..60,
             any::<bool>(),
             // archived some days ago, or standard
             prop::option::weighted(0.3, 0i64..200),
         );
+        let consumer = (0usize..7, 0usize..40, prop::option::of(0usize..5)).prop_map(|(source, image, tag)| Consumer {
+            source,
+            image,
+            tag,
+        });
         (
             prop::collection::vec(image, 1..40),
             prop::collection::vec((0usize..40, 0usize..40), 0..10),
-            prop::collection::vec(0usize..40, 0..6),
-            prop::collection::vec(0usize..40, 0..4),
+            prop::collection::vec((0usize..40, 0usize..40), 0..6),
+            prop::collection::vec(consumer, 0..10),
         )
-            .prop_map(|(rows, links, pinned, running)| {
+            .prop_map(|(rows, links, refs, consumers)| {
                 let n = rows.len();
                 let mut images: Vec<RepoImage> = rows
                     .into_iter()
@@ -543,20 +755,37 @@ mod tests {
                         children.entry(d(parent as u32)).or_default().push(d(child as u32));
                     }
                 }
-                let references = pinned
-                    .into_iter()
-                    .map(|i| (format!("{HOST}/users@{}", d((i % n) as u32)), format!("service s{i}")))
-                    .chain([(format!("{HOST}/users:latest"), "service web".to_string())])
-                    .collect();
-                let digests = running.into_iter().map(|i| (d((i % n) as u32), format!("task t{i}"))).collect();
-                (images, children, InUse { references, digests })
+                // a referrer names one subject (its manifest's `subject` field)
+                let mut referrers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                let mut has_subject = BTreeSet::new();
+                for (subject, referrer) in refs {
+                    let (subject, referrer) = (subject % n, referrer % n);
+                    if subject != referrer && has_subject.insert(referrer) {
+                        referrers.entry(d(subject as u32)).or_default().push(d(referrer as u32));
+                    }
+                }
+                (images, children, referrers, consumers)
             })
+    }
+
+    /// What the consumers need, worked out from them directly (not through
+    /// the readers): each digest named, and what each named tag points at.
+    fn needed(consumers: &[Consumer], images: &[RepoImage]) -> BTreeSet<String> {
+        consumers
+            .iter()
+            .filter_map(|c| match c.tag {
+                None => Some(d((c.image % images.len()) as u32)),
+                Some(t) => {
+                    images.iter().find(|i| i.tags.iter().any(|x| x == TAGS[t % TAGS.len()])).map(|i| i.digest.clone())
+                }
+            })
+            .collect()
     }
 
     proptest! {
         #[test]
-        fn protected_images_are_never_deleted(
-            (images, children, uses) in registry(),
+        fn images_any_source_uses_are_never_deleted(
+            (images, children, referrers, consumers) in registry(),
             keep in 1u32..10,
             days in 1u32..30,
         ) {
@@ -564,14 +793,27 @@ mod tests {
                 {"rulePriority": 1, "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": days}, "action": {"type": "expire"}},
                 {"rulePriority": 2, "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": keep}, "action": {"type": "expire"}},
             ]})).expect("valid");
+            let uses = read(sources_of(&consumers, images.len()));
             let used = in_use(&repo(), &images, &uses);
-            let p = plan(&policy, &images, &used, &children, NOW, 100);
-            let deleted: BTreeSet<&String> = p.delete_indexes.iter().chain(&p.delete_images).collect();
+            let p = plan(&policy, &images, &used, &children, &referrers, NOW, 100);
+            let deleted: BTreeSet<&String> = p.to_delete().collect();
             for protected in &p.protected {
                 prop_assert!(!deleted.contains(&protected.digest), "deleting protected {}", protected.digest);
             }
-            for digest in used.keys() {
-                prop_assert!(!deleted.contains(digest), "deleting in-use {digest}");
+            for digest in needed(&consumers, &images) {
+                prop_assert!(!deleted.contains(&digest), "deleting {digest}, which a consumer uses: {consumers:?}");
+            }
+            // the referrers of a kept image stay; those of a deleted one go
+            // too, unless something else protects them
+            let protected: BTreeSet<&String> = p.protected.iter().map(|x| &x.digest).collect();
+            for (subject, refs) in &referrers {
+                for r in refs.iter().filter(|r| images.iter().any(|i| &i.digest == *r)) {
+                    if deleted.contains(subject) {
+                        prop_assert!(deleted.contains(r) || protected.contains(r), "{r} left behind by deleted {subject}");
+                    } else if images.iter().any(|i| &i.digest == subject) {
+                        prop_assert!(!deleted.contains(r), "deleting {r}, a referrer of kept {subject}");
+                    }
+                }
             }
             // no child of a kept index is deleted
             for (index, kids) in &children {
@@ -588,7 +830,7 @@ mod tests {
         /// archived, and an archived image is deleted only after the 90 days.
         #[test]
         fn protected_images_are_never_archived(
-            (images, children, uses) in registry(),
+            (images, children, referrers, consumers) in registry(),
             keep in 1u32..10,
             days in 1u32..40,
         ) {
@@ -598,9 +840,10 @@ mod tests {
                 {"rulePriority": 3, "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": keep}, "action": {"type": "transition", "targetStorageClass": "archive"}},
                 {"rulePriority": 4, "selection": {"tagStatus": "any", "storageClass": "archive", "countType": "sinceImageTransitioned", "countUnit": "days", "countNumber": 90 + days}, "action": {"type": "expire"}},
             ]})).expect("valid");
+            let uses = read(sources_of(&consumers, images.len()));
             let used = in_use(&repo(), &images, &uses);
-            let p = plan(&policy, &images, &used, &children, NOW, 100);
-            let deleted: BTreeSet<&String> = p.delete_indexes.iter().chain(&p.delete_images).collect();
+            let p = plan(&policy, &images, &used, &children, &referrers, NOW, 100);
+            let deleted: BTreeSet<&String> = p.to_delete().collect();
             let archived: BTreeSet<&String> = p.transition_images.iter().collect();
             prop_assert!(deleted.is_disjoint(&archived), "both deleted and archived");
             let by_digest: BTreeMap<&str, &RepoImage> = images.iter().map(|i| (i.digest.as_str(), i)).collect();
@@ -614,7 +857,9 @@ mod tests {
                     prop_assert!(protected.reason.ends_with(NOT_ARCHIVED));
                 }
             }
-            for digest in &deleted {
+            // (a referrer goes with its subject, from archive too, as ECR's
+            // own lifecycle takes referrers along)
+            for digest in deleted.iter().filter(|d| !p.delete_referrers.contains(d)) {
                 let image = by_digest[digest.as_str()];
                 if image.is_archived() {
                     let archived_at = image.archived_at.expect("archived rows have a time");
@@ -632,23 +877,25 @@ mod tests {
         }
 
         #[test]
-        fn an_untagged_only_rule_never_deletes_a_tagged_image((images, children, uses) in registry(), days in 1u32..30) {
+        fn an_untagged_only_rule_never_deletes_a_tagged_image((images, children, _referrers, consumers) in registry(), days in 1u32..30) {
             let policy = Policy::from_value(&serde_json::json!({"rules": [
                 {"rulePriority": 1, "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": days}, "action": {"type": "expire"}},
             ]})).expect("valid");
+            let uses = read(sources_of(&consumers, images.len()));
             let used = in_use(&repo(), &images, &uses);
-            let p = plan(&policy, &images, &used, &children, NOW, 100);
-            for digest in p.delete_indexes.iter().chain(&p.delete_images) {
+            let p = plan(&policy, &images, &used, &children, &BTreeMap::new(), NOW, 100);
+            for digest in p.to_delete() {
                 let image = images.iter().find(|i| &i.digest == digest).expect("known");
                 prop_assert!(image.tags.is_empty(), "tagged {digest} deleted by an untagged rule");
             }
         }
 
         #[test]
-        fn the_plan_does_not_depend_on_input_order((images, children, uses) in registry(), seed in any::<u64>()) {
+        fn the_plan_does_not_depend_on_input_order((images, children, referrers, consumers) in registry(), seed in any::<u64>()) {
             let policy = Policy::parse(DEFAULT_POLICY).expect("valid");
+            let uses = read(sources_of(&consumers, images.len()));
             let used = in_use(&repo(), &images, &uses);
-            let forward = plan(&policy, &images, &used, &children, NOW, 100);
+            let forward = plan(&policy, &images, &used, &children, &referrers, NOW, 100);
             let mut shuffled = images.clone();
             // a deterministic shuffle from the seed
             let len = shuffled.len();
@@ -656,12 +903,9 @@ mod tests {
                 let j = (seed.wrapping_mul(6364136223846793005).wrapping_add(i as u64) % (i as u64 + 1)) as usize;
                 shuffled.swap(i, j);
             }
-            let mut reversed_uses = uses.clone();
-            reversed_uses.references.reverse();
-            reversed_uses.digests.reverse();
-            let used_again = in_use(&repo(), &shuffled, &reversed_uses);
+            let used_again = in_use(&repo(), &shuffled, &uses);
             prop_assert_eq!(&used, &used_again);
-            let again = plan(&policy, &shuffled, &used_again, &children, NOW, 100);
+            let again = plan(&policy, &shuffled, &used_again, &children, &referrers, NOW, 100);
             prop_assert_eq!(forward, again);
         }
     }

@@ -108,7 +108,8 @@ mod tests {
 
     #[test]
     fn archived_rows_are_counted_apart_and_their_bytes_not_at_all() {
-        let archived = |n| RepoImage { storage_class: crate::lifecycle::StorageClass::Archive, ..row(n, Some(1_000), false) };
+        let archived =
+            |n| RepoImage { storage_class: crate::lifecycle::StorageClass::Archive, ..row(n, Some(1_000), false) };
         let images = [row(1, Some(300), false), archived(2), archived(3)];
         assert_eq!(measure(&images), (1, 300, 0));
         assert_eq!(super::archived(&images), 2);

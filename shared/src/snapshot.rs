@@ -1,54 +1,44 @@
-//! Reads shared by prune-images and quota-scan: what ECS uses (for the
-//! protection set), and one repository's images planned against a policy.
+//! Reads shared by prune-images and quota-scan: one repository's images
+//! planned against a policy and the "in use" set ([`crate::in_use`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use crate::discover;
 use crate::lifecycle::Policy;
-use crate::ports::{EcsRead, Registry, Repository};
+use crate::ports::{Registry, Repository};
 use crate::prune::{self, InUse, PrunePlan, RepoImage, RepositoryId};
-use crate::{AwsError, Error};
-
-/// Image references and digests of everything ECS runs or is about to run, in
-/// every cluster: each service's task definition and its PRIMARY/ACTIVE
-/// deployments', and every running task's task definition and digests.
-pub async fn images_in_use(ecs: &dyn EcsRead, concurrency: usize) -> Result<InUse, Error> {
-    let clusters = ecs.list_clusters().await?;
-    let services = discover::services(ecs, &clusters, concurrency).await?;
-    let mut users: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for s in &services {
-        let who = format!("service {}/{}", s.cluster_name(), s.name);
-        for td in std::iter::once(&s.task_definition).chain(&s.deployments) {
-            users.entry(td.clone()).or_default().insert(who.clone());
-        }
-    }
-    let mut uses = InUse::default();
-    // Every cluster, not only those with services: tasks started by RunTask,
-    // schedules or Step Functions live in clusters that may have none.
-    for cluster in &clusters {
-        for task in ecs.running_tasks(cluster).await? {
-            let who = format!("task {}", task.arn.rsplit('/').next().unwrap_or(&task.arn));
-            uses.digests.extend(task.digests.iter().map(|d| (d.clone(), who.clone())));
-            users.entry(task.task_definition.clone()).or_default().insert(who);
-        }
-    }
-    let described = discover::task_definitions(ecs, users.keys().map(String::as_str), concurrency).await?;
-    for (name, who) in users {
-        let Some(td) = described.get(&name) else { continue };
-        let who = format!("{} ({}:{})", who.into_iter().collect::<Vec<_>>().join(", "), td.family, td.revision);
-        uses.references.extend(td.containers.iter().map(|c| (c.image.clone(), who.clone())));
-    }
-    Ok(uses)
-}
+use crate::AwsError;
 
 /// One repository's images and what the policy would delete now.
 pub struct RepositorySnapshot {
     pub images: Vec<RepoImage>,
+    /// What each index references, by digest.
+    pub children: BTreeMap<String, Vec<String>>,
+    /// Subject → its referrers; read only when the plan deletes something.
+    pub referrers: BTreeMap<String, Vec<String>>,
     pub plan: PrunePlan,
 }
 
-/// Reads the repository's images and index children and plans them.
+impl RepositorySnapshot {
+    /// The same images planned again against a newer "in use" set.
+    pub fn replan(
+        &self,
+        id: &RepositoryId,
+        policy: &Policy,
+        uses: &InUse,
+        now: i64,
+        max_delete_percent: u32,
+    ) -> PrunePlan {
+        let used = prune::in_use(id, &self.images, uses);
+        prune::plan(policy, &self.images, &used, &self.children, &self.referrers, now, max_delete_percent)
+    }
+}
+
+/// Reads the repository's images and index children and plans them; when
+/// the plan deletes something and `read_referrers`, reads the referrers of
+/// every image (kept ones keep theirs, deleted ones take theirs along: one
+/// ListImageReferrers per image) and plans again.
 /// `Ok(None)` when the repository was deleted in the meantime.
+#[allow(clippy::too_many_arguments)] // each is one fact of the plan; a struct would only rename them
 pub async fn plan_repository(
     ecr: &dyn Registry,
     repository: &Repository,
@@ -57,6 +47,7 @@ pub async fn plan_repository(
     uses: &InUse,
     now: i64,
     max_delete_percent: u32,
+    read_referrers: bool,
 ) -> Result<Option<RepositorySnapshot>, AwsError> {
     let gone = |e: &AwsError| e.code_is("RepositoryNotFoundException");
     let images = match ecr.images(&repository.name).await {
@@ -72,11 +63,27 @@ pub async fn plan_repository(
         Err(e) if gone(&e) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let id =
-        RepositoryId { name: repository.name.clone(), account: repository.registry_id.clone(), region: region.into() };
-    let used = prune::in_use(&id, &images, uses);
-    let plan = prune::plan(policy, &images, &used, &children, now, max_delete_percent);
-    Ok(Some(RepositorySnapshot { images, plan }))
+    let id = repository_id(repository, region);
+    let mut snapshot = RepositorySnapshot { images, children, referrers: BTreeMap::new(), plan: PrunePlan::default() };
+    snapshot.plan = snapshot.replan(&id, policy, uses, now, max_delete_percent);
+    if snapshot.plan.deletions() == 0 || !read_referrers {
+        return Ok(Some(snapshot));
+    }
+    let subjects: Vec<String> = snapshot.images.iter().map(|i| i.digest.clone()).collect();
+    snapshot.referrers = match ecr.referrers(&repository.name, &subjects).await {
+        Ok(referrers) => referrers,
+        Err(e) if gone(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !snapshot.referrers.is_empty() {
+        snapshot.plan = snapshot.replan(&id, policy, uses, now, max_delete_percent);
+    }
+    Ok(Some(snapshot))
+}
+
+/// The repository as the planner names it.
+pub fn repository_id(repository: &Repository, region: &str) -> RepositoryId {
+    RepositoryId { name: repository.name.clone(), account: repository.registry_id.clone(), region: region.into() }
 }
 
 /// Now, in seconds since the epoch (the shell's clock; planners take it as an argument).
@@ -111,7 +118,7 @@ mod tests {
             tags: Default::default(),
         };
         let policy = Policy::parse(DEFAULT_POLICY).expect("valid");
-        let planned = plan_repository(&ecr, &repository, "us-east-1", &policy, &InUse::default(), 0, 80).await;
+        let planned = plan_repository(&ecr, &repository, "us-east-1", &policy, &InUse::default(), 0, 80, true).await;
         assert!(matches!(planned, Ok(None)), "expected a skip");
         assert_eq!(gone.num_calls(), 1);
     }

@@ -44,6 +44,11 @@ pub struct Config {
     pub dry_run: bool,
     /// `METRICS_NAMESPACE`.
     pub metrics_namespace: String,
+    /// `SWEEP_CONCURRENCY`: repositories pruned at once (and calls in flight
+    /// while reading what is in use).
+    pub concurrency: usize,
+    /// `PROTECT_REGIONS`: where else consumers of our images live.
+    pub protect_regions: Vec<String>,
 }
 
 impl Config {
@@ -69,6 +74,8 @@ impl Config {
             default_mode,
             dry_run: vars.bool("DRY_RUN", false)?,
             metrics_namespace: vars.metrics_namespace(),
+            concurrency: vars.sweep_concurrency()?,
+            protect_regions: vars.protect_regions()?,
         })
     }
 }
@@ -95,6 +102,8 @@ mod tests {
         assert!(err.starts_with("invalid configuration: PRUNE_POLICY="), "{err}");
         assert!(err.contains("rule 1 (rulePriority 1): a tagged rule needs tagPrefixList or tagPatternList"), "{err}");
         assert!(config(&[("PRUNE_MAX_DELETE_PERCENT", "0")]).is_err());
+        assert!(config(&[("PROTECT_REGIONS", "mars-1")]).unwrap_err().to_string().contains("PROTECT_REGIONS"));
+        assert!(config(&[("SWEEP_CONCURRENCY", "0")]).unwrap_err().to_string().contains("SWEEP_CONCURRENCY"));
         assert!(config(&[("PRUNE_DEFAULT_MODE", "maybe")])
             .unwrap_err()
             .to_string()

@@ -1,23 +1,31 @@
 //! prune-images: deletes what a lifecycle-style policy expires, and never an
-//! image that ECS uses or that a kept image index references.
+//! image in use ([`autopilot::in_use`]), part of a kept image index, or
+//! attached to a kept image (its referrers).
 //!
-//! snapshot (what ECS uses, once; each repository's images and index
-//! children) → plan ([`autopilot::prune::plan`]) → apply (indexes first, 100
-//! digests a call) → report.
+//! read what is in use, everywhere (one unreadable source: nothing is
+//! deleted) → per repository, `SWEEP_CONCURRENCY` at once: snapshot and plan
+//! ([`autopilot::prune::plan`]) → re-read what is in use, keep what became
+//! used (`protectedLate`) → apply (referrers, then indexes, then the rest,
+//! 100 digests a call) → report. A repository that fails is reported and the
+//! run goes on; the invocation fails after the whole report is written.
 
 pub mod config;
 pub mod event;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 
+use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
-use tracing::{info, instrument, warn};
+use tracing::{error, info, instrument, warn};
 
 use autopilot::aws::ApiCalls;
-use autopilot::lifecycle::Policy;
-use autopilot::ports::{EcsRead, Registry, Repository};
-use autopilot::prune::{InUse, Protected, TAG_PRUNE};
+use autopilot::in_use::fresh::Fresh;
+use autopilot::in_use::{InUse, InUseReader, SourceFailureReport};
+use autopilot::lifecycle::{Policy, StorageClass};
+use autopilot::ports::{Registry, Repository};
+use autopilot::prune::{Protected, PrunePlan, TAG_PRUNE};
 use autopilot::snapshot;
 use autopilot::telemetry::{Metrics, Unit};
 use autopilot::Error;
@@ -28,7 +36,8 @@ use event::Request;
 pub struct Deps {
     pub config: Config,
     pub region: String,
-    pub ecs: Box<dyn EcsRead>,
+    /// Every source of "in use", in every region of `PROTECT_REGIONS`.
+    pub in_use: Box<dyn InUseReader>,
     pub ecr: Box<dyn Registry>,
     pub api_calls: ApiCalls,
 }
@@ -51,21 +60,44 @@ pub struct RepositoryReport {
     pub dry_run: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// Why this repository could not be read, planned or pruned. What was
+    /// deleted before it failed is still listed in `deleted`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     pub images_seen: usize,
     /// Rule priority → images that rule expired (protected ones included).
     pub expired_by_rule: BTreeMap<u32, usize>,
     pub protected: Vec<Protected>,
+    /// Planned for deletion, then found in use by the re-read right before
+    /// deleting: kept.
+    pub protected_late: Vec<Protected>,
     /// Deleted, or in a dry run, to be deleted.
     pub deleted: Vec<String>,
+    /// Moved to the archive storage class by a `transition` rule, or in a
+    /// dry run, to be moved.
+    pub archived: Vec<String>,
     /// ECR refused: still referenced by a manifest list.
     pub kept: Vec<String>,
     pub already_gone: Vec<String>,
     pub failed: Vec<Failure>,
     pub bytes_reclaimed: i64,
+    /// `imageSizeInBytes` of what was archived (or would be).
+    pub bytes_archived: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub brake: Option<String>,
     #[serde(skip)]
     retryable: bool,
+}
+
+/// What the "in use" read found, for the report.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InUseSummary {
+    pub regions: Vec<String>,
+    /// Source → references and digests it contributed.
+    pub sources: BTreeMap<&'static str, usize>,
+    /// Reads of the whole set: the first, and the fresh ones before deleting.
+    pub reads: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -76,15 +108,43 @@ pub struct Report {
     pub dry_run: bool,
     /// `PRUNE_POLICY` or `request`.
     pub policy_source: &'static str,
+    pub in_use: InUseSummary,
+    /// The source that could not be read; nothing was deleted after it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_use_failure: Option<SourceFailureReport>,
     pub repositories: Vec<RepositoryReport>,
+    pub repositories_failed: usize,
     pub images_deleted: usize,
     pub bytes_reclaimed: i64,
+    pub images_archived: usize,
     pub images_protected: usize,
+    pub images_protected_late: usize,
     pub api_calls: BTreeMap<String, u64>,
 }
 
+/// What every repository of one run shares.
+struct Run<'a> {
+    deps: &'a Deps,
+    policy: &'a Policy,
+    uses: &'a InUse,
+    fresh: Fresh<'a>,
+    /// Set by the first fresh read that fails: no repository deletes after it.
+    halted: Mutex<Option<SourceFailureReport>>,
+    now: i64,
+    dry_run: bool,
+}
+
+/// The invocation: [`prune`], then an error if any repository or image
+/// failed, after the whole report is logged.
 #[instrument(skip_all)]
 pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
+    finish(prune(deps, payload).await?)
+}
+
+/// Every repository pruned and reported. `Err` only when nothing could be
+/// done: a bad request, the repositories unlisted, or an in-use source
+/// unreadable (then nothing is deleted anywhere).
+pub async fn prune(deps: &Deps, payload: Value) -> Result<Report, Error> {
     let calls_before = deps.api_calls.snapshot();
     let request = Request::parse(payload)?;
     let dry_run = deps.config.dry_run || request.is_dry_run();
@@ -101,46 +161,104 @@ pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
             Error::Aws(e)
         }
     })?;
-    // What ECS uses, read once for every repository: every cluster, not just
-    // CLUSTERS, because an image in use anywhere must be kept.
-    let uses = snapshot::images_in_use(&*deps.ecs, 4).await?;
-    let now = snapshot::now();
-
-    let mut reports = Vec::with_capacity(repositories.len());
-    for repository in &repositories {
-        reports.push(prune_repository(deps, repository, policy, &uses, now, dry_run).await?);
-    }
-    let report = Report {
+    let mut report = Report {
         function: "prune-images",
         trigger: request.trigger,
         dry_run,
         policy_source,
-        images_deleted: reports.iter().filter(|r| !r.dry_run).map(|r| r.deleted.len()).sum(),
-        bytes_reclaimed: reports.iter().filter(|r| !r.dry_run).map(|r| r.bytes_reclaimed).sum(),
-        images_protected: reports.iter().map(|r| r.protected.len()).sum(),
-        repositories: reports,
-        api_calls: deps.api_calls.since(&calls_before),
+        in_use: InUseSummary {
+            regions: autopilot::in_use::protect_regions(&deps.config.protect_regions, &deps.region),
+            ..InUseSummary::default()
+        },
+        in_use_failure: None,
+        repositories: Vec::new(),
+        repositories_failed: 0,
+        images_deleted: 0,
+        bytes_reclaimed: 0,
+        images_archived: 0,
+        images_protected: 0,
+        images_protected_late: 0,
+        api_calls: BTreeMap::new(),
     };
-    let mut metrics = Metrics::new(&deps.config.metrics_namespace).dimension("Function", report.function);
+    // Every source, every protected region, before anything is planned: an
+    // image in use anywhere must be kept, so a source we cannot read means
+    // we cannot know what is safe to delete.
+    let uses = match deps.in_use.read().await {
+        Ok(uses) => uses,
+        Err(failure) => {
+            error!(
+                source = failure.source.key(),
+                region = %failure.region,
+                api = failure.error.operation,
+                permission = %failure.permission,
+                error = %failure.error,
+                "an in-use source could not be read: nothing is deleted in this run"
+            );
+            report.in_use.reads = 1;
+            report.in_use_failure = Some((&failure).into());
+            report.api_calls = deps.api_calls.since(&calls_before);
+            emit(&report, &deps.config);
+            error!(report = %serde_json::to_string(&report).unwrap_or_default(), "done: nothing deleted");
+            return Err(failure.into());
+        }
+    };
+    report.in_use.sources = uses.count_by_source();
+    let run = Run {
+        deps,
+        policy,
+        uses: &uses,
+        fresh: Fresh::new(&*deps.in_use),
+        halted: Mutex::new(None),
+        now: snapshot::now(),
+        dry_run,
+    };
+    // In the order listed, SWEEP_CONCURRENCY at a time, sharing one set.
+    report.repositories = stream::iter(&repositories)
+        .map(|repository| prune_repository(&run, repository))
+        .buffered(deps.config.concurrency.max(1))
+        .collect()
+        .await;
+    report.in_use.reads = 1 + run.fresh.reads();
+    report.in_use_failure = run.halted.lock().ok().and_then(|h| h.clone());
+    let executed = report.repositories.iter().filter(|r| !r.dry_run);
+    report.images_deleted = executed.clone().map(|r| r.deleted.len()).sum();
+    report.images_archived = executed.clone().map(|r| r.archived.len()).sum();
+    report.bytes_reclaimed = executed.map(|r| r.bytes_reclaimed).sum();
+    report.images_protected = report.repositories.iter().map(|r| r.protected.len()).sum();
+    report.images_protected_late = report.repositories.iter().map(|r| r.protected_late.len()).sum();
+    report.repositories_failed = report.repositories.iter().filter(|r| r.error.is_some()).count();
+    report.api_calls = deps.api_calls.since(&calls_before);
+    emit(&report, &deps.config);
+    Ok(report)
+}
+
+fn emit(report: &Report, config: &Config) {
+    let mut metrics = Metrics::new(&config.metrics_namespace).dimension("Function", report.function);
     metrics
         .put("ImagesDeleted", report.images_deleted as f64, Unit::Count)
         .put("BytesReclaimed", report.bytes_reclaimed as f64, Unit::Bytes)
         .put("ImagesProtected", report.images_protected as f64, Unit::Count)
+        .put("ImagesArchived", report.images_archived as f64, Unit::Count)
+        .put("RepositoriesFailed", report.repositories_failed as f64, Unit::Count)
+        .put("InUseUnreadable", if report.in_use_failure.is_some() { 1.0 } else { 0.0 }, Unit::Count)
         .put("ApiCalls", report.api_calls.values().sum::<u64>() as f64, Unit::Count)
-        .property("dryRun", Value::Bool(dry_run));
+        .property("dryRun", Value::Bool(report.dry_run));
     metrics.emit();
-    finish(report)
 }
 
-async fn prune_repository(
-    deps: &Deps,
-    repository: &Repository,
-    policy: &Policy,
-    uses: &InUse,
-    now: i64,
-    dry_run: bool,
-) -> Result<RepositoryReport, Error> {
+/// One repository, never an `Err`: a failure is recorded in its report.
+async fn prune_repository(run: &Run<'_>, repository: &Repository) -> RepositoryReport {
     let mut report = RepositoryReport { repository: repository.name.clone(), ..RepositoryReport::default() };
+    if let Err(e) = prune_into(run, repository, &mut report).await {
+        error!(repository = %repository.name, error = %e, deleted = report.deleted.len(), "repository failed");
+        report.retryable |= e.is_retryable();
+        report.error = Some(e.to_string());
+    }
+    report
+}
+
+async fn prune_into(run: &Run<'_>, repository: &Repository, report: &mut RepositoryReport) -> Result<(), Error> {
+    let deps = run.deps;
     let mode = match repository.tags.get(TAG_PRUNE) {
         Some(value) => match Mode::parse(value) {
             Some(mode) => {
@@ -150,7 +268,7 @@ async fn prune_repository(
             None => {
                 report.mode = format!("invalid {TAG_PRUNE} value {value:?}");
                 report.skipped = Some(format!("{TAG_PRUNE}={value:?} is not one of on, off, dry-run; not pruned"));
-                return Ok(report);
+                return Ok(());
             }
         },
         None => {
@@ -160,42 +278,143 @@ async fn prune_repository(
     };
     if mode == Mode::Off {
         report.skipped = Some(format!("pruning is off for this repository ({})", report.mode));
-        return Ok(report);
+        return Ok(());
     }
-    let snapshot = snapshot::plan_repository(
-        &*deps.ecr,
-        repository,
-        &deps.region,
-        policy,
-        uses,
-        now,
-        deps.config.max_delete_percent,
-    )
-    .await?;
-    let Some(snapshot::RepositorySnapshot { images, plan }) = snapshot else {
+    let max = deps.config.max_delete_percent;
+    let snapshot =
+        snapshot::plan_repository(&*deps.ecr, repository, &deps.region, run.policy, run.uses, run.now, max, true)
+            .await?;
+    let Some(snapshot) = snapshot else {
         report.skipped = Some("the repository was deleted during the run".into());
-        return Ok(report);
+        return Ok(());
     };
-    report.images_seen = plan.images_seen;
-    report.expired_by_rule = plan.expired_by_rule.clone();
-    report.protected = plan.protected.clone();
-    report.brake = plan.brake.clone();
-    if plan.brake.is_some() {
-        warn!(repository = %repository.name, brake = ?plan.brake, "safety brake");
-        return Ok(report);
+    let ticket = run.fresh.ticket();
+    let planned = &snapshot.plan;
+    report.images_seen = planned.images_seen;
+    report.expired_by_rule = planned.expired_by_rule.clone();
+    report.protected = planned.protected.clone();
+    report.brake = planned.brake.clone();
+    if planned.brake.is_some() {
+        warn!(repository = %repository.name, brake = ?planned.brake, "safety brake");
+        return Ok(());
     }
-    let size: BTreeMap<&str, i64> = images.iter().map(|i| (i.digest.as_str(), i.size_bytes.unwrap_or(0))).collect();
-    if dry_run || mode == Mode::DryRun {
+    let size: BTreeMap<&str, i64> =
+        snapshot.images.iter().map(|i| (i.digest.as_str(), i.size_bytes.unwrap_or(0))).collect();
+    if run.dry_run || mode == Mode::DryRun {
         report.dry_run = true;
-        report.deleted = plan.delete_indexes.iter().chain(&plan.delete_images).cloned().collect();
-        report.bytes_reclaimed = plan.bytes_to_reclaim;
-        return Ok(report);
+        report.deleted = planned.to_delete().cloned().collect();
+        report.bytes_reclaimed = planned.bytes_to_reclaim;
+        report.archived = planned.transition_images.clone();
+        report.bytes_archived = planned.bytes_to_archive;
+        return Ok(());
     }
-    // Indexes first, parents before the indexes they reference, because ECR
-    // refuses to delete a manifest an index still references. When an index
-    // is not deleted, what it references is kept too.
+    if planned.deletions() == 0 && planned.transition_images.is_empty() {
+        return Ok(());
+    }
+    // Fresh before delete: what is in use now, read after this plan was made.
+    let reading = run.fresh.after(ticket).await;
+    let latest = match &*reading {
+        Ok(latest) => latest,
+        Err(failure) => {
+            if let Ok(mut halted) = run.halted.lock() {
+                halted.get_or_insert_with(|| failure.into());
+            }
+            return Err(Error::InUseUnreadable {
+                source_key: failure.source.key(),
+                region: failure.region.clone(),
+                permission: failure.permission.clone(),
+                retryable: failure.error.retryable,
+                message: failure.to_string(),
+            });
+        }
+    };
+    let id = snapshot::repository_id(repository, &deps.region);
+    let again = snapshot.replan(&id, run.policy, latest, run.now, max);
+    let plan = still_to_delete(planned, &again, report);
+    if !report.protected_late.is_empty() {
+        warn!(repository = %repository.name, kept = report.protected_late.len(), "in use since the plan: kept");
+    }
+    apply(deps, &repository.name, &plan, &size, report).await?;
+    archive(deps, &repository.name, &plan.transition_images, &size, report).await?;
+    info!(repository = %repository.name, deleted = report.deleted.len(), archived = report.archived.len(),
+          bytes = report.bytes_reclaimed, "pruned");
+    Ok(())
+}
+
+/// The first plan's deletions and transitions that the fresh plan still
+/// makes; the rest go to `protectedLate`, with the reason the fresh plan keeps
+/// them. Nothing the first plan kept is touched, even if the fresh read no
+/// longer sees its user.
+fn still_to_delete(first: &PrunePlan, fresh: &PrunePlan, report: &mut RepositoryReport) -> PrunePlan {
+    let still: BTreeSet<&String> = fresh.to_delete().chain(&fresh.transition_images).collect();
+    for digest in first.to_delete().chain(&first.transition_images).filter(|d| !still.contains(d)) {
+        let why = fresh.protected.iter().find(|p| &p.digest == digest).cloned().unwrap_or_else(|| Protected {
+            digest: digest.clone(),
+            tags: Vec::new(),
+            reason: "no longer planned after the fresh re-read".into(),
+            expired_by_rule: None,
+            transitioned_by_rule: None,
+        });
+        report.protected_late.push(why);
+    }
+    let only = |list: &[String]| list.iter().filter(|d| still.contains(d)).cloned().collect::<Vec<_>>();
+    PrunePlan {
+        delete_referrers: only(&first.delete_referrers),
+        delete_indexes: only(&first.delete_indexes),
+        delete_images: only(&first.delete_images),
+        transition_images: only(&first.transition_images),
+        index_children: first.index_children.clone(),
+        ..PrunePlan::default()
+    }
+}
+
+/// UpdateImageStorageClass to archive, one image a call (the API has no
+/// batch form), with the same protections as deletion: only what the fresh
+/// plan still archives. A per-image refusal is a per-image failure; a denied
+/// call fails the repository.
+async fn archive(
+    deps: &Deps,
+    repository: &str,
+    digests: &[String],
+    size: &BTreeMap<&str, i64>,
+    report: &mut RepositoryReport,
+) -> Result<(), Error> {
+    for digest in digests {
+        match deps.ecr.update_storage_class(repository, digest, StorageClass::Archive).await {
+            Ok(_) => {
+                report.archived.push(digest.clone());
+                report.bytes_archived += size.get(digest.as_str()).copied().unwrap_or(0);
+            }
+            Err(e) if e.code_is("ImageNotFoundException") => report.already_gone.push(digest.clone()),
+            Err(e) if e.code_is("AccessDeniedException") || e.code_is("AccessDenied") => return Err(e.into()),
+            Err(e) => {
+                report.retryable |= e.retryable;
+                report.failed.push(Failure {
+                    digest: digest.clone(),
+                    code: e.code.clone().unwrap_or_else(|| "UpdateImageStorageClass".into()),
+                    message: e.message.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Referrers and indexes first, each before what it references (a referrer
+/// its subject, an index its children), because ECR refuses to delete a
+/// manifest an index still references, and a referrer left without its
+/// subject can never be listed again. When a parent is not deleted, what it
+/// references is kept too.
+async fn apply(
+    deps: &Deps,
+    repository: &str,
+    plan: &PrunePlan,
+    size: &BTreeMap<&str, i64>,
+    report: &mut RepositoryReport,
+) -> Result<(), Error> {
+    let parents: Vec<String> = plan.delete_referrers.iter().chain(&plan.delete_indexes).cloned().collect();
     let mut blocked: BTreeSet<String> = BTreeSet::new();
-    let mut pending: Vec<String> = plan.delete_indexes.clone();
+    let mut pending = parents.clone();
     while !pending.is_empty() {
         let referenced: BTreeSet<&String> =
             pending.iter().flat_map(|i| plan.index_children.get(i).into_iter().flatten()).collect();
@@ -203,11 +422,11 @@ async fn prune_repository(
         if ready.is_empty() {
             break; // a reference cycle cannot come from ECR; never loop on one
         }
-        let deleted = apply_deletes(deps, &repository.name, &ready, &size, &mut report).await?;
-        // What a surviving index references stays, and so on down.
+        let deleted = apply_deletes(deps, repository, &ready, size, report).await?;
+        // What a surviving parent references stays, and so on down.
         let mut stack: Vec<&String> = ready.iter().filter(|i| !deleted.contains(*i)).collect();
-        while let Some(index) = stack.pop() {
-            for child in plan.index_children.get(index).into_iter().flatten() {
+        while let Some(parent) = stack.pop() {
+            for child in plan.index_children.get(parent).into_iter().flatten() {
                 if blocked.insert(child.clone()) {
                     stack.push(child);
                 }
@@ -218,12 +437,11 @@ async fn prune_repository(
     let (images, kept): (Vec<String>, Vec<String>) =
         plan.delete_images.iter().cloned().partition(|d| !blocked.contains(d));
     report.kept.extend(kept);
-    report.kept.extend(plan.delete_indexes.iter().filter(|i| blocked.contains(*i)).cloned());
+    report.kept.extend(parents.iter().filter(|i| blocked.contains(*i)).cloned());
     if !images.is_empty() {
-        apply_deletes(deps, &repository.name, &images, &size, &mut report).await?;
+        apply_deletes(deps, repository, &images, size, report).await?;
     }
-    info!(repository = %repository.name, deleted = report.deleted.len(), bytes = report.bytes_reclaimed, "pruned");
-    Ok(report)
+    Ok(())
 }
 
 /// One BatchDeleteImage round (100 digests a call, in the adapter), recorded
@@ -252,35 +470,51 @@ async fn apply_deletes(
     Ok(deleted)
 }
 
-/// Images that failed to delete fail the invocation after every repository is
-/// done, with the full report logged first.
+/// Repositories that failed, and images that failed to delete, fail the
+/// invocation after every repository is done, with the full report (every
+/// deleted digest included) logged first.
 fn finish(report: Report) -> Result<Report, Error> {
-    let failed: Vec<(&str, &Failure)> =
-        report.repositories.iter().flat_map(|r| r.failed.iter().map(move |f| (r.repository.as_str(), f))).collect();
-    let Some((repository, first)) = failed.first() else {
+    let mut failures: Vec<String> = report
+        .repositories
+        .iter()
+        .filter_map(|r| r.error.as_ref().map(|e| format!("repository {}: {e}", r.repository)))
+        .collect();
+    failures.extend(report.repositories.iter().flat_map(|r| {
+        r.failed.iter().map(move |f| format!("{}@{}: {} {}", r.repository, f.digest, f.code, f.message))
+    }));
+    let Some(first) = failures.first().cloned() else {
         info!(report = %serde_json::to_string(&report).unwrap_or_default(), "done");
         return Ok(report);
     };
-    warn!(report = %serde_json::to_string(&report).unwrap_or_default(), "some images failed to delete");
+    error!(
+        report = %serde_json::to_string(&report).unwrap_or_default(),
+        repositories_failed = report.repositories_failed,
+        "done, with failures"
+    );
     Err(Error::Partial {
-        failed: failed.len(),
-        total: report.repositories.iter().map(|r| r.deleted.len() + r.failed.len()).sum(),
-        first: format!("{repository}@{}: {} {}", first.digest, first.code, first.message),
+        failed: failures.len(),
+        total: report.repositories.len()
+            + report.repositories.iter().map(|r| r.deleted.len() + r.failed.len()).sum::<usize>(),
+        first,
         retryable: report.repositories.iter().any(|r| r.retryable),
     })
 }
 
-/// Handler tests over the in-memory fakes: the order of deletion and what a
-/// failed index deletion means for its children, which moto cannot show (it
-/// deletes an index's child without complaint).
+/// Handler tests over the in-memory fakes: the order of deletion, what a
+/// failed parent deletion means for what it references (moto deletes an
+/// index's child without complaint), fail-closed, fresh-before-delete and
+/// failure isolation.
 #[cfg(test)]
 mod tests {
     use super::*;
-    use autopilot::fakes::{FakeEcs, FakeRegistry};
+    use autopilot::fakes::{FakeRegistries, FakeRegistry, ScriptedInUse};
+    use autopilot::in_use::{Source, SourceFailure, User};
     use autopilot::prune::RepoImage;
+    use autopilot::AwsError;
     use serde_json::json;
 
     const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 
     fn d(n: u32) -> String {
         format!("sha256:{n:064x}")
@@ -298,32 +532,40 @@ mod tests {
         }
     }
 
-    fn deps(registry: FakeRegistry) -> Deps {
+    fn deps_with(registry: impl Registry + 'static, in_use: ScriptedInUse) -> Deps {
         Deps {
             config: Config::from_lookup(autopilot::config::lookup_from(&[("PRUNE_MAX_DELETE_PERCENT", "100")]))
                 .expect("valid"),
             region: "us-east-1".into(),
-            ecs: Box::new(FakeEcs::default()),
+            in_use: Box::new(in_use),
             ecr: Box::new(registry),
             api_calls: ApiCalls::default(),
         }
+    }
+
+    fn deps(registry: FakeRegistry) -> Deps {
+        deps_with(registry, ScriptedInUse::always(InUse::default()))
+    }
+
+    fn lambda_uses(repository: &str, digest: &str) -> InUse {
+        let mut set = InUse::default();
+        set.add_reference(
+            format!("{HOST}/{repository}@{digest}"),
+            User::new(Source::LambdaFunction, "resize:$LATEST", "us-east-1"),
+        );
+        set
     }
 
     /// An untagged index (10) referencing an untagged index (11) referencing a
     /// platform manifest (12), all expired; `latest` (1) is kept.
     fn nested(failing: &[(u32, &str)]) -> FakeRegistry {
         FakeRegistry {
-            repository: "users".into(),
-            images: std::sync::Mutex::new(vec![
-                row(1, false, &["latest"]),
-                row(10, true, &[]),
-                row(11, true, &[]),
-                row(12, false, &[]),
-            ]),
             children: [(d(10), vec![d(11)]), (d(11), vec![d(12)])].into(),
             failing: failing.iter().map(|(n, code)| (d(*n), code.to_string())).collect(),
-            delete_calls: Default::default(),
-            storage_class_calls: Default::default(),
+            ..FakeRegistry::new(
+                "users",
+                vec![row(1, false, &["latest"]), row(10, true, &[]), row(11, true, &[]), row(12, false, &[])],
+            )
         }
     }
 
@@ -348,5 +590,316 @@ mod tests {
         let users = &report.repositories[0];
         assert!(users.deleted.is_empty(), "{:?}", users.deleted);
         assert_eq!(users.kept, [d(10), d(12), d(11)]);
+    }
+
+    #[tokio::test]
+    async fn referrers_of_a_deleted_image_go_first_and_those_of_a_kept_image_stay() {
+        // GIVEN an old untagged image (2) with a signature (3) whose own
+        // signature is (4), and a kept tagged image (1) with an SBOM (5)
+        let registry = FakeRegistry {
+            referrers: [(d(2), vec![d(3)]), (d(3), vec![d(4)]), (d(1), vec![d(5)])].into(),
+            ..FakeRegistry::new(
+                "users",
+                vec![
+                    row(1, false, &["latest"]),
+                    row(2, false, &[]),
+                    row(3, false, &[]),
+                    row(4, false, &[]),
+                    row(5, false, &[]),
+                ],
+            )
+        };
+        let d_ = deps(registry);
+        let report = handle(&d_, json!({})).await.expect("pruned");
+        let users = &report.repositories[0];
+        // THEN the chain of referrers goes, leaves first, then the image
+        assert_eq!(users.deleted, [d(4), d(3), d(2)]);
+        assert!(users.protected.iter().any(|p| p.digest == d(5) && p.reason.starts_with("referrer of kept image")));
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_source_deletes_nothing_and_is_named() {
+        let denied = SourceFailure::new(
+            Source::SchedulerSchedule,
+            "eu-west-1",
+            "scheduler",
+            AwsError {
+                operation: "ListSchedules",
+                code: Some("AccessDeniedException".into()),
+                message: "not authorized".into(),
+                retryable: false,
+                source: None,
+            },
+        );
+        let registry = nested(&[]);
+        let d_ = deps_with(registry, ScriptedInUse::new(vec![Err(denied)]));
+        let error = handle(&d_, json!({})).await.expect_err("fails closed");
+        let text = error.to_string();
+        assert!(text.contains("schedulerSchedules") && text.contains("scheduler:ListSchedules"), "{text}");
+        assert!(text.contains("eu-west-1"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_consumer_that_appears_after_the_plan_keeps_its_image() {
+        // GIVEN two expired untagged images, nothing in use when planning,
+        // and a Lambda function pinning image 3 by the time of deleting
+        let registry =
+            FakeRegistry::new("users", vec![row(1, false, &["latest"]), row(2, false, &[]), row(3, false, &[])]);
+        let reader = ScriptedInUse::new(vec![Ok(InUse::default()), Ok(lambda_uses("users", &d(3)))]);
+        let d_ = deps_with(registry, reader);
+        let report = handle(&d_, json!({})).await.expect("pruned");
+        let users = &report.repositories[0];
+        assert_eq!(users.deleted, [d(2)]);
+        assert_eq!(users.protected_late.len(), 1);
+        assert_eq!(users.protected_late[0].digest, d(3));
+        assert!(
+            users.protected_late[0].reason.contains("Lambda function resize:$LATEST"),
+            "{:?}",
+            users.protected_late
+        );
+        assert_eq!(report.in_use.reads, 2);
+    }
+
+    #[tokio::test]
+    async fn transition_rules_archive_with_the_same_protections_and_fresh_recheck() {
+        // GIVEN a policy that archives every image older than 30 days, three
+        // old tagged images, one in use from the start and one whose user
+        // appears between the plan and the archiving
+        let policy = r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"any","countType":"sinceImagePushed","countUnit":"days","countNumber":30},"action":{"type":"transition","targetStorageClass":"archive"}}]}"#;
+        let registry =
+            FakeRegistry::new("users", vec![row(1, false, &["a"]), row(2, false, &["b"]), row(3, false, &["c"])]);
+        let first = lambda_uses("users", &d(1));
+        let mut later = first.clone();
+        later.extend(lambda_uses("users", &d(2)));
+        let mut d_ = deps_with(registry, ScriptedInUse::new(vec![Ok(first), Ok(later)]));
+        d_.config = Config::from_lookup(autopilot::config::lookup_from(&[
+            ("PRUNE_MAX_DELETE_PERCENT", "100"),
+            ("PRUNE_POLICY", policy),
+        ]))
+        .expect("valid");
+        let report = handle(&d_, json!({})).await.expect("archived");
+        let users = &report.repositories[0];
+        // THEN only the unused one is archived; the late one is protectedLate
+        assert_eq!(users.archived, [d(3)]);
+        assert_eq!(users.protected_late.iter().map(|p| p.digest.clone()).collect::<Vec<_>>(), [d(2)]);
+        assert!(users.protected.iter().any(|p| p.digest == d(1)));
+        assert!(users.deleted.is_empty());
+        assert_eq!(report.images_archived, 1);
+    }
+
+    #[tokio::test]
+    async fn a_broken_repository_is_reported_and_the_next_ones_are_pruned() {
+        // GIVEN a first repository whose index cannot be read, a second one
+        // healthy, and a third that refuses deletion (outside the pattern)
+        let broken = FakeRegistry {
+            broken_index: Some(d(10)),
+            ..FakeRegistry::new("broken", vec![row(1, false, &["latest"]), row(10, true, &[]), row(2, false, &[])])
+        };
+        let healthy = FakeRegistry::new("healthy", vec![row(1, false, &["latest"]), row(2, false, &[])]);
+        let outside = FakeRegistry {
+            delete_denied: true,
+            ..FakeRegistry::new("outside", vec![row(1, false, &["latest"]), row(2, false, &[])])
+        };
+        let d_ = deps_with(FakeRegistries(vec![broken, healthy, outside]), ScriptedInUse::always(InUse::default()));
+        let report = prune(&d_, json!({})).await.expect("the run goes on");
+        let by_name = |n: &str| report.repositories.iter().find(|r| r.repository == n).expect("reported");
+        assert!(by_name("broken").error.as_deref().unwrap_or("").contains("invalid image index"));
+        assert!(by_name("broken").deleted.is_empty());
+        assert_eq!(by_name("healthy").deleted, [d(2)]);
+        assert!(by_name("outside").error.as_deref().unwrap_or("").contains("AccessDenied"));
+        assert_eq!(report.repositories_failed, 2);
+        // AND the invocation fails, naming the first failed repository
+        let d_ = deps_with(
+            FakeRegistries(vec![FakeRegistry {
+                broken_index: Some(d(10)),
+                ..FakeRegistry::new("broken", vec![row(10, true, &[])])
+            }]),
+            ScriptedInUse::always(InUse::default()),
+        );
+        let error = handle(&d_, json!({})).await.expect_err("fails after the report");
+        assert!(error.to_string().contains("repository broken"), "{error}");
+    }
+}
+
+/// The whole handler over the real adapters and SDK clients, answered by
+/// `aws-smithy-mocks`: what the emulator cannot stage — a source denied, and
+/// a consumer appearing between the plan and the deletion.
+#[cfg(test)]
+mod mocked {
+    use super::*;
+    use autopilot::aws::ecr::EcrAdapter;
+    use autopilot::aws::ecs::EcsAdapter;
+    use autopilot::aws::events::EventBridgeAdapter;
+    use autopilot::aws::lambda::LambdaAdapter;
+    use autopilot::aws::scheduler::SchedulerAdapter;
+    use autopilot::in_use::readers::{RegionSources, Sources};
+    use aws_sdk_ecr::operation::batch_delete_image::BatchDeleteImageOutput;
+    use aws_sdk_ecr::operation::describe_images::DescribeImagesOutput;
+    use aws_sdk_ecr::operation::describe_repositories::DescribeRepositoriesOutput;
+    use aws_sdk_ecr::operation::list_image_referrers::ListImageReferrersOutput;
+    use aws_sdk_ecr::operation::list_tags_for_resource::ListTagsForResourceOutput;
+    use aws_sdk_ecs::operation::list_clusters::ListClustersOutput;
+    use aws_sdk_ecs::operation::list_task_definition_families::ListTaskDefinitionFamiliesOutput;
+    use aws_sdk_eventbridge::operation::list_event_buses::ListEventBusesOutput;
+    use aws_sdk_lambda::operation::get_function::GetFunctionOutput;
+    use aws_sdk_lambda::operation::list_functions::ListFunctionsOutput;
+    use aws_sdk_scheduler::operation::list_schedules::ListSchedulesOutput;
+    use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+    use serde_json::json;
+
+    const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+
+    fn d(n: u32) -> String {
+        format!("sha256:{n:064x}")
+    }
+
+    /// `users`: `latest` (1), and two untagged images (2, 3) from 1970.
+    fn ecr_rules() -> Vec<Rule> {
+        let image = |n: u32, tag: Option<&str>, pushed: i64| {
+            let b = aws_sdk_ecr::types::ImageDetail::builder()
+                .image_digest(d(n))
+                .image_pushed_at(aws_sdk_ecr::primitives::DateTime::from_secs(pushed))
+                .image_size_in_bytes(100)
+                .image_manifest_media_type("application/vnd.oci.image.manifest.v1+json");
+            match tag {
+                Some(t) => b.image_tags(t).build(),
+                None => b.build(),
+            }
+        };
+        let now = snapshot::now();
+        vec![
+            mock!(aws_sdk_ecr::Client::describe_repositories).then_output(|| {
+                DescribeRepositoriesOutput::builder()
+                    .repositories(
+                        aws_sdk_ecr::types::Repository::builder()
+                            .repository_name("users")
+                            .repository_arn("arn:aws:ecr:us-east-1:123456789012:repository/users")
+                            .registry_id("123456789012")
+                            .build(),
+                    )
+                    .build()
+            }),
+            mock!(aws_sdk_ecr::Client::list_tags_for_resource)
+                .then_output(|| ListTagsForResourceOutput::builder().build()),
+            mock!(aws_sdk_ecr::Client::describe_images).then_output(move || {
+                DescribeImagesOutput::builder()
+                    .image_details(image(1, Some("latest"), now))
+                    .image_details(image(2, None, 0))
+                    .image_details(image(3, None, 0))
+                    .build()
+            }),
+            mock!(aws_sdk_ecr::Client::list_image_referrers)
+                .then_output(|| ListImageReferrersOutput::builder().build()),
+            mock!(aws_sdk_ecr::Client::batch_delete_image).then_output(|| BatchDeleteImageOutput::builder().build()),
+        ]
+    }
+
+    fn empty_ecs() -> Vec<Rule> {
+        vec![
+            mock!(aws_sdk_ecs::Client::list_clusters).then_output(|| ListClustersOutput::builder().build()),
+            mock!(aws_sdk_ecs::Client::list_task_definition_families)
+                .then_output(|| ListTaskDefinitionFamiliesOutput::builder().build()),
+        ]
+    }
+
+    fn no_buses() -> Rule {
+        mock!(aws_sdk_eventbridge::Client::list_event_buses).then_output(|| ListEventBusesOutput::builder().build())
+    }
+
+    fn no_schedules() -> Rule {
+        mock!(aws_sdk_scheduler::Client::list_schedules)
+            .then_output(|| ListSchedulesOutput::builder().set_schedules(Some(vec![])).build().expect("valid"))
+    }
+
+    fn deps(ecr: &[Rule], ecs: &[Rule], events: &Rule, schedules: &Rule, lambda: &[Rule]) -> Deps {
+        let ecr: Vec<&Rule> = ecr.iter().collect();
+        let ecs: Vec<&Rule> = ecs.iter().collect();
+        let lambda: Vec<&Rule> = lambda.iter().collect();
+        let region = RegionSources {
+            region: "us-east-1".into(),
+            ecs: Box::new(EcsAdapter::from_client(mock_client!(aws_sdk_ecs, RuleMode::MatchAny, &ecs))),
+            rules: Box::new(EventBridgeAdapter::from_client(mock_client!(
+                aws_sdk_eventbridge,
+                RuleMode::MatchAny,
+                [events]
+            ))),
+            schedules: Box::new(SchedulerAdapter::from_client(mock_client!(
+                aws_sdk_scheduler,
+                RuleMode::MatchAny,
+                [schedules]
+            ))),
+            functions: Box::new(LambdaAdapter::from_client(mock_client!(aws_sdk_lambda, RuleMode::MatchAny, &lambda))),
+        };
+        Deps {
+            config: Config::from_lookup(autopilot::config::lookup_from(&[("PRUNE_MAX_DELETE_PERCENT", "100")]))
+                .expect("valid"),
+            region: "us-east-1".into(),
+            in_use: Box::new(Sources { regions: vec![region], concurrency: 2 }),
+            ecr: Box::new(EcrAdapter::from_client(mock_client!(aws_sdk_ecr, RuleMode::MatchAny, &ecr))),
+            api_calls: ApiCalls::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_denied_source_means_zero_deletes_and_names_the_source() {
+        let ecr = ecr_rules();
+        let denied = mock!(aws_sdk_scheduler::Client::list_schedules)
+            .sequence()
+            .http_status(
+                403,
+                Some(r#"{"__type":"AccessDeniedException","Message":"User is not authorized to perform: scheduler:ListSchedules"}"#.into()),
+            )
+            .build();
+        let lambda =
+            [mock!(aws_sdk_lambda::Client::list_functions).then_output(|| ListFunctionsOutput::builder().build())];
+        let d_ = deps(&ecr, &empty_ecs(), &no_buses(), &denied, &lambda);
+        let error = handle(&d_, json!({})).await.expect_err("fails closed");
+        let text = error.to_string();
+        assert!(text.contains("schedulerSchedules"), "{text}");
+        assert!(text.contains("needs scheduler:ListSchedules"), "{text}");
+        assert!(text.contains("AccessDeniedException"), "{text}");
+        assert_eq!(ecr[4].num_calls(), 0, "BatchDeleteImage must not be called");
+        assert_eq!(ecr[2].num_calls(), 0, "nothing is even planned");
+        assert_eq!(denied.num_calls(), 1, "AccessDenied is not retried");
+    }
+
+    #[tokio::test]
+    async fn a_lambda_function_that_appears_between_plan_and_delete_keeps_its_image() {
+        let ecr = ecr_rules();
+        // the first read sees no function; the fresh one sees `resize`, pinned to image 3
+        let listed = mock!(aws_sdk_lambda::Client::list_functions)
+            .sequence()
+            .output(|| ListFunctionsOutput::builder().build())
+            .output(|| {
+                ListFunctionsOutput::builder()
+                    .functions(
+                        aws_sdk_lambda::types::FunctionConfiguration::builder()
+                            .function_name("resize")
+                            .version("$LATEST")
+                            .package_type(aws_sdk_lambda::types::PackageType::Image)
+                            .build(),
+                    )
+                    .build()
+            })
+            .build();
+        let got = mock!(aws_sdk_lambda::Client::get_function).then_output(|| {
+            GetFunctionOutput::builder()
+                .code(
+                    aws_sdk_lambda::types::FunctionCodeLocation::builder()
+                        .image_uri(format!("{HOST}/users:resize"))
+                        .resolved_image_uri(format!("{HOST}/users@{}", d(3)))
+                        .build(),
+                )
+                .build()
+        });
+        let d_ = deps(&ecr, &empty_ecs(), &no_buses(), &no_schedules(), &[listed, got]);
+        let report = handle(&d_, json!({})).await.expect("pruned");
+        let users = &report.repositories[0];
+        assert_eq!(users.deleted, [d(2)]);
+        assert_eq!(users.protected_late.len(), 1, "{:?}", users.protected_late);
+        assert_eq!(users.protected_late[0].digest, d(3));
+        assert!(users.protected_late[0].reason.contains("Lambda function resize:$LATEST in us-east-1"));
+        assert_eq!(ecr[4].num_calls(), 1);
+        assert_eq!(report.in_use.reads, 2);
     }
 }

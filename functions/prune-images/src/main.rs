@@ -1,4 +1,5 @@
-use autopilot::aws::{cold_start, ecr::EcrAdapter, ecs::EcsAdapter};
+use autopilot::aws::{cold_start, ecr::EcrAdapter, in_use_sources};
+use autopilot::in_use::protect_regions;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use prune_images::{handle, Config, Deps};
 
@@ -6,8 +7,9 @@ use prune_images::{handle, Config, Deps};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let start = cold_start(Config::from_env).await?;
+    let regions = protect_regions(&start.config.protect_regions, &start.region);
     let deps = Deps {
-        ecs: Box::new(EcsAdapter::new(&start.sdk, &start.api_calls)),
+        in_use: Box::new(in_use_sources(&start.sdk, &start.api_calls, &regions, start.config.concurrency)),
         ecr: Box::new(EcrAdapter::new(&start.sdk, &start.api_calls)),
         config: start.config,
         region: start.region,

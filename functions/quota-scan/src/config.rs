@@ -22,6 +22,9 @@ pub struct Config {
     pub concurrency: usize,
     /// `DRY_RUN`: report only, publish no metrics.
     pub dry_run: bool,
+    /// `PROTECT_REGIONS`: where else consumers of our images live, for the
+    /// reclaimable figures.
+    pub protect_regions: Vec<String>,
     pub metrics_namespace: String,
 }
 
@@ -53,6 +56,7 @@ impl Config {
             max_delete_percent: vars.prune_max_delete_percent()?,
             concurrency: vars.sweep_concurrency()?,
             dry_run: vars.bool("DRY_RUN", false)?,
+            protect_regions: vars.protect_regions()?,
             metrics_namespace: vars.metrics_namespace(),
         })
     }
@@ -83,6 +87,7 @@ mod tests {
             ("IMAGES_PER_REPOSITORY_QUOTA", "-1"),
             ("QUOTA_DEDUPE_LAYERS", "yes"),
             ("METRICS_TOP_REPOSITORIES", "many"),
+            ("PROTECT_REGIONS", "us-east-1,,x"),
         ] {
             let err = config(&[(var, value)]).expect_err(var).to_string();
             assert!(err.starts_with(&format!("invalid configuration: {var}=")), "{err}");

@@ -2,7 +2,8 @@
 //! quotas (default: the 500 MB private-repository free tier), what the prune
 //! policy would reclaim now, EMF metrics and warnings.
 //!
-//! snapshot (repositories, their images, what ECS uses) → measure and plan
+//! snapshot (repositories, their images, what is in use: the same set
+//! prune-images reads, [`autopilot::in_use`]) → measure and plan
 //! ([`autopilot::quota`], [`autopilot::prune::plan`]) → report and metrics.
 //! It writes nothing to AWS.
 
@@ -13,11 +14,11 @@ use std::collections::BTreeMap;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tracing::{info, instrument, warn};
+use tracing::{error, info, instrument, warn};
 
 use autopilot::aws::ApiCalls;
-use autopilot::ports::{EcsRead, Registry, Repository};
-use autopilot::prune::InUse;
+use autopilot::in_use::{InUse, InUseReader, SourceFailureReport};
+use autopilot::ports::{Registry, Repository};
 use autopilot::quota::{self, Status};
 use autopilot::snapshot;
 use autopilot::telemetry::{Metrics, Unit};
@@ -28,7 +29,8 @@ pub use config::Config;
 pub struct Deps {
     pub config: Config,
     pub region: String,
-    pub ecs: Box<dyn EcsRead>,
+    /// Every source of "in use", in every region of `PROTECT_REGIONS`.
+    pub in_use: Box<dyn InUseReader>,
     pub ecr: Box<dyn Registry>,
     pub api_calls: ApiCalls,
 }
@@ -88,6 +90,10 @@ pub struct Report {
     pub registry: RegistryUsage,
     /// Largest first.
     pub repositories: Vec<RepositoryUsage>,
+    /// An in-use source that could not be read: the reclaimable figures are
+    /// then left at zero rather than counting images something may use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_use_failure: Option<SourceFailureReport>,
     pub api_calls: BTreeMap<String, u64>,
 }
 
@@ -136,10 +142,23 @@ pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
             Error::Aws(e)
         }
     })?;
-    let uses = snapshot::images_in_use(&*deps.ecs, deps.config.concurrency).await?;
+    let (uses, in_use_failure) = match deps.in_use.read().await {
+        Ok(uses) => (Some(uses), None),
+        Err(failure) => {
+            error!(
+                source = failure.source.key(),
+                region = %failure.region,
+                api = failure.error.operation,
+                permission = %failure.permission,
+                error = %failure.error,
+                "an in-use source could not be read: reclaimable figures are not computed"
+            );
+            (None, Some(SourceFailureReport::from(&failure)))
+        }
+    };
     let now = snapshot::now();
     let mut usages: Vec<RepositoryUsage> = stream::iter(&repositories)
-        .map(|r| scan(deps, r, &uses, now))
+        .map(|r| scan(deps, r, uses.as_ref(), now))
         .buffer_unordered(deps.config.concurrency)
         .try_collect()
         .await?;
@@ -178,6 +197,7 @@ pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
         images_per_repository_quota: q.images_per_repository,
         registry,
         repositories: usages,
+        in_use_failure,
         api_calls: deps.api_calls.since(&calls_before),
     };
     if !dry_run {
@@ -189,13 +209,25 @@ pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
     Ok(report)
 }
 
-async fn scan(deps: &Deps, repository: &Repository, uses: &InUse, now: i64) -> Result<RepositoryUsage, Error> {
+/// One repository's usage. Without an in-use set (a source was unreadable)
+/// everything counts as in use, so nothing is reclaimable.
+async fn scan(deps: &Deps, repository: &Repository, uses: Option<&InUse>, now: i64) -> Result<RepositoryUsage, Error> {
     let c = &deps.config;
     let mut usage = RepositoryUsage { repository: repository.name.clone(), ..RepositoryUsage::default() };
-    let planned =
-        snapshot::plan_repository(&*deps.ecr, repository, &deps.region, &c.policy, uses, now, c.max_delete_percent)
-            .await?;
-    let Some(snapshot::RepositorySnapshot { images, plan }) = planned else {
+    let empty = InUse::default();
+    let planned = snapshot::plan_repository(
+        &*deps.ecr,
+        repository,
+        &deps.region,
+        &c.policy,
+        uses.unwrap_or(&empty),
+        now,
+        c.max_delete_percent,
+        // Referrers cost one call per image; the figures leave them out.
+        false,
+    )
+    .await?;
+    let Some(snapshot::RepositorySnapshot { images, plan, .. }) = planned else {
         usage.skipped = Some("the repository was deleted during the scan".into());
         warn!(repository = %repository.name, "repository disappeared mid-scan");
         return Ok(usage);
@@ -214,9 +246,11 @@ async fn scan(deps: &Deps, repository: &Repository, uses: &InUse, now: i64) -> R
     usage.storage_percent = quota::percent(bytes, c.quotas.storage_bytes);
     usage.image_count_percent = quota::percent(count as u64, c.quotas.images_per_repository);
     usage.status = Some(Status::of(usage.storage_percent.max(usage.image_count_percent), c.quotas.warn_percent));
-    usage.reclaimable_images = plan.deletions();
-    usage.reclaimable_bytes = plan.bytes_to_reclaim;
-    usage.reclaim_brake = plan.brake;
+    if uses.is_some() {
+        usage.reclaimable_images = plan.deletions();
+        usage.reclaimable_bytes = plan.bytes_to_reclaim;
+        usage.reclaim_brake = plan.brake;
+    }
     Ok(usage)
 }
 

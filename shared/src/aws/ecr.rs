@@ -303,6 +303,57 @@ impl Registry for EcrAdapter {
             None => StorageClass::Standard,
         })
     }
+
+    async fn referrers(
+        &self,
+        repository: &str,
+        subjects: &[String],
+    ) -> Result<BTreeMap<String, Vec<String>>, AwsError> {
+        let mut found = BTreeMap::new();
+        for subject in subjects {
+            let id = aws_sdk_ecr::types::SubjectIdentifier::builder()
+                .image_digest(subject)
+                .build()
+                .map_err(|e| AwsError::unexpected("ListImageReferrers", e.to_string()))?;
+            // Archived referrers too: they are deleted with their subject as well.
+            let filter = aws_sdk_ecr::types::ListImageReferrersFilter::builder()
+                .artifact_status(aws_sdk_ecr::types::ArtifactStatusFilter::Any)
+                .build();
+            let mut token: Option<String> = None;
+            let mut digests: Vec<String> = Vec::new();
+            loop {
+                let result = self
+                    .client
+                    .list_image_referrers()
+                    .repository_name(repository)
+                    .subject_id(id.clone())
+                    .filter(filter.clone())
+                    .set_next_token(token.take())
+                    .send()
+                    .await;
+                let output = match result {
+                    Ok(output) => output,
+                    Err(e) => {
+                        let error = classify("ListImageReferrers", e);
+                        // the subject went away since DescribeImages: no referrers to keep for it
+                        if error.code_is("ImageNotFoundException") {
+                            break;
+                        }
+                        return Err(error);
+                    }
+                };
+                digests.extend(output.referrers().iter().map(|r| r.digest().to_string()));
+                match output.next_token() {
+                    Some(next) if !next.is_empty() => token = Some(next.to_string()),
+                    _ => break,
+                }
+            }
+            if !digests.is_empty() {
+                found.insert(subject.clone(), digests);
+            }
+        }
+        Ok(found)
+    }
 }
 
 /// Where `imageStatus` puts an image. No status (older APIs, the emulator) is

@@ -1,5 +1,5 @@
-//! ECS adapter: [`EcsRead`] on `aws-sdk-ecs`, paginated with the SDK's
-//! paginators.
+//! ECS adapter: [`EcsRead`], [`EcsWrite`] and [`EcsUsage`] on `aws-sdk-ecs`,
+//! paginated with the SDK's paginators.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -10,11 +10,11 @@ use aws_sdk_ecs::types::{ServiceField, Tag, TaskDefinitionField};
 use aws_sdk_ecs::Client;
 
 use super::{classify, ApiCalls};
-use crate::model::{
-    Container, LogConfiguration, Platform, RunningTask, Service, ServiceDeployment, ServiceRevision, Tags,
-    TaskDefinition,
+use crate::model::{Container, LogConfiguration, Platform, RunningTask, Service, Tags, TaskDefinition};
+use crate::ports::{
+    ContainerImage, DeploymentBrief, EcsRead, EcsUsage, EcsWrite, ServiceDeployment, ServiceHistory, ServiceRevision,
+    ServiceUsage, TaskUsage,
 };
-use crate::ports::{EcsRead, EcsWrite, ServiceHistory};
 use crate::AwsError;
 
 /// The SDK's own view of a task definition and its tags, kept from
@@ -65,8 +65,16 @@ impl Described {
 
 impl EcsAdapter {
     pub fn new(sdk: &SdkConfig, calls: &ApiCalls) -> Self {
-        let config = aws_sdk_ecs::config::Builder::from(sdk).interceptor(calls.clone()).build();
-        Self::from_client(Client::from_conf(config))
+        Self::in_region(sdk, calls, None)
+    }
+
+    /// A client for `region` (the SDK configuration's own when `None`).
+    pub fn in_region(sdk: &SdkConfig, calls: &ApiCalls, region: Option<&str>) -> Self {
+        let mut config = aws_sdk_ecs::config::Builder::from(sdk).interceptor(calls.clone());
+        if let Some(region) = region {
+            config = config.region(aws_config::Region::new(region.to_string()));
+        }
+        Self::from_client(Client::from_conf(config.build()))
     }
 
     pub fn from_client(client: Client) -> Self {
@@ -249,13 +257,231 @@ impl EcsWrite for EcsAdapter {
     }
 }
 
+/// DescribeServiceDeployments and DescribeServiceRevisions take at most 20 ARNs.
+pub const DESCRIBE_DEPLOYMENTS_BATCH: usize = 20;
+/// ListServiceDeployments page size, the API's maximum.
+pub const SERVICE_DEPLOYMENTS_PAGE: i32 = 100;
+
+#[async_trait]
+impl EcsUsage for EcsAdapter {
+    async fn clusters(&self) -> Result<Vec<String>, AwsError> {
+        EcsRead::list_clusters(self).await
+    }
+
+    async fn services(&self, cluster: &str) -> Result<Vec<ServiceUsage>, AwsError> {
+        let arns = EcsRead::list_services(self, cluster).await?;
+        let mut described = Vec::with_capacity(arns.len());
+        for batch in arns.chunks(DESCRIBE_SERVICES_BATCH) {
+            let output = self
+                .client
+                .describe_services()
+                .cluster(cluster)
+                .set_services(Some(batch.to_vec()))
+                .send()
+                .await
+                .map_err(|e| classify("DescribeServices", e))?;
+            described.extend(output.services().iter().filter_map(to_service_usage));
+        }
+        Ok(described)
+    }
+
+    async fn service_deployments(&self, cluster: &str, service: &str) -> Result<Vec<DeploymentBrief>, AwsError> {
+        let mut briefs = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let output = self
+                .client
+                .list_service_deployments()
+                .cluster(cluster)
+                .service(service)
+                .max_results(SERVICE_DEPLOYMENTS_PAGE)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| classify("ListServiceDeployments", e))?;
+            briefs.extend(output.service_deployments().iter().filter_map(|d| {
+                Some(DeploymentBrief {
+                    arn: d.service_deployment_arn()?.to_string(),
+                    status: d.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                    created_at: d.created_at().map_or(0, |t| t.secs()),
+                    target_revision: d.target_service_revision_arn().map(String::from),
+                })
+            }));
+            match output.next_token() {
+                Some(next) if !next.is_empty() => token = Some(next.to_string()),
+                _ => break,
+            }
+        }
+        Ok(briefs)
+    }
+
+    async fn describe_service_deployments(&self, arns: &[String]) -> Result<Vec<ServiceDeployment>, AwsError> {
+        let mut deployments = Vec::with_capacity(arns.len());
+        for batch in arns.chunks(DESCRIBE_DEPLOYMENTS_BATCH) {
+            let output = self
+                .client
+                .describe_service_deployments()
+                .set_service_deployment_arns(Some(batch.to_vec()))
+                .send()
+                .await
+                .map_err(|e| classify("DescribeServiceDeployments", e))?;
+            deployments.extend(output.service_deployments().iter().filter_map(|d| {
+                Some(ServiceDeployment {
+                    arn: d.service_deployment_arn()?.to_string(),
+                    target_revision: d.target_service_revision().and_then(|r| r.arn()).map(String::from),
+                    source_revisions: d
+                        .source_service_revisions()
+                        .iter()
+                        .filter_map(|r| r.arn().map(String::from))
+                        .collect(),
+                })
+            }));
+        }
+        Ok(deployments)
+    }
+
+    async fn service_revisions(&self, arns: &[String]) -> Result<Vec<ServiceRevision>, AwsError> {
+        let mut revisions = Vec::with_capacity(arns.len());
+        for batch in arns.chunks(DESCRIBE_DEPLOYMENTS_BATCH) {
+            let output = self
+                .client
+                .describe_service_revisions()
+                .set_service_revision_arns(Some(batch.to_vec()))
+                .send()
+                .await
+                .map_err(|e| classify("DescribeServiceRevisions", e))?;
+            revisions.extend(output.service_revisions().iter().filter_map(|r| {
+                Some(ServiceRevision {
+                    arn: r.service_revision_arn()?.to_string(),
+                    task_definition: r.task_definition().map(String::from),
+                    images: r
+                        .container_images()
+                        .iter()
+                        .filter_map(|c| {
+                            Some(ContainerImage {
+                                image: c.image()?.to_string(),
+                                digest: c.image_digest().map(String::from),
+                            })
+                        })
+                        .collect(),
+                })
+            }));
+        }
+        Ok(revisions)
+    }
+
+    async fn tasks(&self, cluster: &str) -> Result<Vec<TaskUsage>, AwsError> {
+        let mut arns: Vec<String> = Vec::new();
+        // RUNNING includes tasks still starting (lastStatus PENDING or
+        // PROVISIONING); PENDING is asked too, for tasks ECS has not yet
+        // decided to run.
+        for desired in [aws_sdk_ecs::types::DesiredStatus::Running, aws_sdk_ecs::types::DesiredStatus::Pending] {
+            let page: Vec<String> = self
+                .client
+                .list_tasks()
+                .cluster(cluster)
+                .desired_status(desired)
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect()
+                .await
+                .map_err(|e| classify("ListTasks", e))?;
+            arns.extend(page);
+        }
+        arns.sort();
+        arns.dedup();
+        let mut tasks = Vec::with_capacity(arns.len());
+        for batch in arns.chunks(DESCRIBE_TASKS_BATCH) {
+            let output = self
+                .client
+                .describe_tasks()
+                .cluster(cluster)
+                .set_tasks(Some(batch.to_vec()))
+                .send()
+                .await
+                .map_err(|e| classify("DescribeTasks", e))?;
+            tasks.extend(output.tasks().iter().map(|t| {
+                TaskUsage {
+                    arn: t.task_arn().unwrap_or_default().to_string(),
+                    task_definition: t.task_definition_arn().unwrap_or_default().to_string(),
+                    images: t
+                        .containers()
+                        .iter()
+                        .filter_map(|c| {
+                            Some(ContainerImage {
+                                image: c.image()?.to_string(),
+                                digest: c.image_digest().map(String::from),
+                            })
+                        })
+                        .collect(),
+                }
+            }));
+        }
+        Ok(tasks)
+    }
+
+    async fn task_definition_families(&self) -> Result<Vec<String>, AwsError> {
+        self.client
+            .list_task_definition_families()
+            .status(aws_sdk_ecs::types::TaskDefinitionFamilyStatus::Active)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| classify("ListTaskDefinitionFamilies", e))
+    }
+
+    async fn task_definition(&self, name: &str) -> Result<Option<TaskDefinition>, AwsError> {
+        let result = self.client.describe_task_definition().task_definition(name).send().await;
+        let output = match result {
+            Ok(output) => output,
+            Err(e) => {
+                let error = classify("DescribeTaskDefinition", e);
+                // ECS says "Unable to describe task definition." as a
+                // ClientException when the name is unknown.
+                if error.code_is("ClientException") && error.message.to_ascii_lowercase().contains("unable to describe")
+                {
+                    return Ok(None);
+                }
+                return Err(error);
+            }
+        };
+        Ok(output.task_definition.as_ref().and_then(|td| to_task_definition(td, &[])))
+    }
+}
+
+fn to_service_usage(s: &aws_sdk_ecs::types::Service) -> Option<ServiceUsage> {
+    Some(ServiceUsage {
+        arn: s.service_arn()?.to_string(),
+        name: s.service_name()?.to_string(),
+        cluster_arn: s.cluster_arn()?.to_string(),
+        controller: s
+            .deployment_controller()
+            .map(|c| c.r#type().as_str().to_string())
+            .unwrap_or_else(|| "ECS".to_string()),
+        task_definition: s.task_definition().map(String::from),
+        deployment_task_definitions: s
+            .deployments()
+            .iter()
+            .filter_map(|d| d.task_definition().map(String::from))
+            .collect(),
+        task_set_task_definitions: s.task_sets().iter().filter_map(|t| t.task_definition().map(String::from)).collect(),
+    })
+}
+
 /// Service deployments and revisions, tasks' digests and container-instance
 /// attributes: what deploy-on-push reads to know what ECS pinned and on what
 /// capacity. Kept apart from [`EcsRead`] so prune-images' reads can grow
 /// independently.
 #[async_trait]
 impl ServiceHistory for EcsAdapter {
-    async fn service_deployments(&self, cluster: &str, service_arn: &str) -> Result<Vec<ServiceDeployment>, AwsError> {
+    async fn service_deployments(
+        &self,
+        cluster: &str,
+        service_arn: &str,
+    ) -> Result<Vec<crate::model::ServiceDeployment>, AwsError> {
         let output = self
             .client
             .list_service_deployments()
@@ -265,11 +491,11 @@ impl ServiceHistory for EcsAdapter {
             .send()
             .await
             .map_err(|e| classify("ListServiceDeployments", e))?;
-        let mut deployments: Vec<(ServiceDeployment, Option<String>)> = output
+        let mut deployments: Vec<(crate::model::ServiceDeployment, Option<String>)> = output
             .service_deployments()
             .iter()
             .map(|d| {
-                let deployment = ServiceDeployment {
+                let deployment = crate::model::ServiceDeployment {
                     arn: d.service_deployment_arn().unwrap_or_default().to_string(),
                     status: d.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
                     status_reason: d.status_reason().map(String::from),
@@ -292,7 +518,7 @@ impl ServiceHistory for EcsAdapter {
                 .map_err(|e| classify("DescribeServiceRevisions", e))?;
             for r in output.service_revisions() {
                 let Some(arn) = r.service_revision_arn() else { continue };
-                let revision = ServiceRevision {
+                let revision = crate::model::ServiceRevision {
                     arn: arn.to_string(),
                     task_definition: r.task_definition().unwrap_or_default().to_string(),
                     containers: r
@@ -714,7 +940,7 @@ mod tests {
                     .build()
             });
         let ecs = EcsAdapter::from_client(mock_client!(aws_sdk_ecs, RuleMode::MatchAny, [&list, &revisions]));
-        let deployments = ecs.service_deployments("prod", &arn("users")).await.expect("read");
+        let deployments = ServiceHistory::service_deployments(&ecs, "prod", &arn("users")).await.expect("read");
         assert_eq!(
             deployments.iter().map(|d| d.status.as_str()).collect::<Vec<_>>(),
             ["ROLLBACK_SUCCESSFUL", "SUCCESSFUL"]

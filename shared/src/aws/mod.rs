@@ -8,7 +8,13 @@
 pub mod blob;
 pub mod ecr;
 pub mod ecs;
+#[cfg(any(test, feature = "in-use-sources"))]
+pub mod events;
+#[cfg(any(test, feature = "in-use-sources"))]
+pub mod lambda;
 pub mod logs;
+#[cfg(any(test, feature = "in-use-sources"))]
+pub mod scheduler;
 pub mod sns;
 
 use aws_config::retry::RetryConfig;
@@ -147,4 +153,29 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for ApiCalls {
         }
         Ok(())
     }
+}
+
+/// The sources of "in use" in each region, on the AWS SDK: one client per
+/// service and region, all from the one SDK configuration.
+#[cfg(any(test, feature = "in-use-sources"))]
+pub fn in_use_sources(
+    sdk: &SdkConfig,
+    calls: &ApiCalls,
+    regions: &[String],
+    concurrency: usize,
+) -> crate::in_use::readers::Sources {
+    let regions = regions
+        .iter()
+        .map(|region| {
+            let r = Some(region.as_str());
+            crate::in_use::readers::RegionSources {
+                region: region.clone(),
+                ecs: Box::new(ecs::EcsAdapter::in_region(sdk, calls, r)),
+                rules: Box::new(events::EventBridgeAdapter::new(sdk, calls, r)),
+                schedules: Box::new(scheduler::SchedulerAdapter::new(sdk, calls, r)),
+                functions: Box::new(lambda::LambdaAdapter::new(sdk, calls, r)),
+            }
+        })
+        .collect();
+    crate::in_use::readers::Sources { regions, concurrency }
 }

@@ -192,6 +192,7 @@ fn push(clusters: &str, per_cluster: &str) {
 }
 
 fn planner(images: &str) {
+    use autopilot::in_use::{Source, User};
     use autopilot::lifecycle::{Policy, DEFAULT_POLICY};
     use autopilot::prune::{in_use, plan, InUse, RepoImage, RepositoryId};
     use std::collections::BTreeMap;
@@ -218,22 +219,20 @@ fn planner(images: &str) {
         .collect();
     let children: BTreeMap<String, Vec<String>> =
         (0..n).step_by(50).map(|i| (digest(i), vec![digest((i + 1) % n), digest((i + 2) % n)])).collect();
-    let uses = InUse {
-        references: (0..200)
-            .map(|i| {
-                (
-                    format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/users@{}", digest(i * 7 % n)),
-                    format!("service s{i}"),
-                )
-            })
-            .collect(),
-        digests: (0..200).map(|i| (digest(i * 11 % n), format!("task t{i}"))).collect(),
-    };
+    let mut uses = InUse::default();
+    for i in 0..200 {
+        let service = User::new(Source::ServiceDeployment, format!("prod/s{i}"), "us-east-1");
+        uses.add_reference(
+            format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/users@{}", digest(i * 7 % n)),
+            service,
+        );
+        uses.add_digest(digest(i * 11 % n), User::new(Source::Task, format!("prod/t{i}"), "us-east-1"));
+    }
     let repository = RepositoryId { name: "users".into(), account: "123456789012".into(), region: "us-east-1".into() };
     let policy = Policy::parse(DEFAULT_POLICY).expect("default policy");
     let started = Instant::now();
     let used = in_use(&repository, &rows, &uses);
-    let p = plan(&policy, &rows, &used, &children, now, 100);
+    let p = plan(&policy, &rows, &used, &children, &BTreeMap::new(), now, 100);
     let elapsed = started.elapsed();
     println!(
         "prune planner over {n} images: {:.1} ms ({} to delete, {} protected)",
