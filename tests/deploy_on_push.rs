@@ -387,10 +387,14 @@ async fn two_pushes_handled_concurrently_end_on_the_newer_image() {
         let world = world().await;
         let first_instance = Lambda::start("deploy-on-push", &[]);
         let second_instance = Lambda::start("deploy-on-push", &[]);
-        let older = world.push_image("users", &["latest", "build-1"], "arm64", &format!("older-{reverse}")).await;
+        let older = world
+            .push_image_with_config("users", &["latest", "build-1"], "arm64", "linux", &format!("older-{reverse}"))
+            .await;
         // moto stamps imagePushedAt in whole seconds
         std::thread::sleep(std::time::Duration::from_millis(1100));
-        let newer = world.push_image("users", &["latest", "build-2"], "arm64", &format!("newer-{reverse}")).await;
+        let newer = world
+            .push_image_with_config("users", &["latest", "build-2"], "arm64", "linux", &format!("newer-{reverse}"))
+            .await;
         let older_event = push_event(&older.digest, "latest", "evt-older");
         let newer_event = push_event(&newer.digest, "latest", "evt-newer");
         let (first, second) = if reverse { (&newer_event, &older_event) } else { (&older_event, &newer_event) };
@@ -420,7 +424,7 @@ async fn one_push_delivered_twice_at_once_converges() {
     let world = world().await;
     let one = Lambda::start("deploy-on-push", &[]);
     let two = Lambda::start("deploy-on-push", &[]);
-    let pushed = world.push_image("users", &["latest"], "arm64", "twice").await;
+    let pushed = world.push_image_with_config("users", &["latest"], "arm64", "linux", "twice").await;
     let event = push_event(&pushed.digest, "latest", "evt-twice");
     let (r1, r2) = std::thread::scope(|s| {
         let a = s.spawn(|| one.invoke(&event));
