@@ -72,7 +72,7 @@ impl BlobClient {
             .connector()
             .call(request)
             .await
-            .map_err(|e| BlobError::new(format!("request failed: {}", chain(&e)), true))?;
+            .map_err(|e| BlobError::new(format!("request failed: {}", super::error_chain(&e)), true))?;
         let status = response.status();
         if !status.is_success() {
             return Err(BlobError::new(format!("HTTP {}", status.as_u16()), status.is_server_error()));
@@ -83,8 +83,10 @@ impl BlobClient {
         }
         let mut stream = ByteStream::new(response.into_body());
         let mut bytes = Vec::new();
-        while let Some(chunk) =
-            stream.try_next().await.map_err(|e| BlobError::new(format!("reading the body: {}", chain(&e)), true))?
+        while let Some(chunk) = stream
+            .try_next()
+            .await
+            .map_err(|e| BlobError::new(format!("reading the body: {}", super::error_chain(&e)), true))?
         {
             if (bytes.len() + chunk.len()) as u64 > max_bytes {
                 return Ok(None);
@@ -118,17 +120,6 @@ pub fn check_url(url: &str) -> Result<(), BlobError> {
     } else {
         refuse("plain http is allowed only to a loopback host")
     }
-}
-
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -91,14 +91,14 @@ where
     };
     let message = match error.message() {
         Some(m) => m.to_string(),
-        None => aws_smithy_types_display(&error),
+        None => error_chain(&error),
     };
     AwsError { operation, code, message, retryable, source: Some(Box::new(error)) }
 }
 
 /// The full error chain on one line, for errors that carry no service message
 /// (timeouts, connection failures).
-fn aws_smithy_types_display(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(inner) = source {
