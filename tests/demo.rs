@@ -76,17 +76,18 @@ fn the_demo_tells_the_story_in_tables_and_json_on_request() {
     assert_eq!(replay.cell(&row, "status"), "skipped");
     assert!(replay.cell(&row, "reason").starts_with("already running"), "{replay:?}");
 
-    // quota-scan: users holds the new image and three leftovers, which the
-    // default policy would reclaim.
+    // quota-scan: users holds the new image and three leftovers; the default
+    // policy would reclaim two: the nightly job's image is in use.
     let quota = table_under(&stdout, "quota-scan: every repository against the 500 MB free tier");
     let users = quota.rows_where("repository", "users");
     assert_eq!(quota.cell(users[0], "images"), "4", "{quota:?}");
     assert_eq!(quota.cell(users[0], "status"), "ok");
-    assert!(quota.cell(users[0], "reclaimable").starts_with("3 image(s)"), "{quota:?}");
+    assert!(quota.cell(users[0], "reclaimable").starts_with("2 image(s)"), "{quota:?}");
     assert_eq!(quota.rows.last().map(|r| r[0].as_str()), Some("(registry)"));
 
-    // prune-images: the image users runs is kept because it is in use; the
-    // three untagged leftovers are deleted by the untagged rule.
+    // prune-images: the image users runs is kept because it is in use, and
+    // so is the leftover the nightly Scheduler job runs; the other two
+    // untagged leftovers are deleted by the untagged rule.
     let prune = table_under(&stdout, "prune-images, the daily run");
     let kept: Vec<_> = prune
         .rows_where("decision", "kept")
@@ -96,13 +97,21 @@ fn the_demo_tells_the_story_in_tables_and_json_on_request() {
     assert_eq!(kept.len(), 1, "{prune:?}");
     assert_eq!(prune.cell(kept[0], "digest"), short_digest(pushed));
     assert_eq!(prune.cell(kept[0], "repository"), "users");
+    let job: Vec<_> = prune
+        .rows_where("decision", "kept")
+        .into_iter()
+        .filter(|r| prune.cell(r, "reason").contains("in use by Scheduler schedule default/users-nightly-report"))
+        .collect();
+    assert_eq!(job.len(), 1, "the nightly job's image: {prune:?}");
+    assert_eq!(prune.cell(job[0], "tags"), "<untagged>");
+    assert!(stdout.contains(&format!("runs the third of them, users@{}", prune.cell(job[0], "digest"))), "{stdout}");
     let deleted = prune.rows_where("decision", "deleted");
-    assert_eq!(deleted.len(), 3, "{prune:?}");
+    assert_eq!(deleted.len(), 2, "{prune:?}");
     assert!(deleted
         .iter()
         .all(|r| prune.cell(r, "tags") == "<untagged>" && prune.cell(r, "reason") == "expired by rule 1"));
     let dry = table_under(&stdout, "prune-images, dry run of the default policy on users");
-    assert_eq!(dry.rows_where("decision", "would delete").len(), 3, "{dry:?}");
+    assert_eq!(dry.rows_where("decision", "would delete").len(), 2, "{dry:?}");
 
     // --json keeps the reports.
     let json_out = String::from_utf8_lossy(&json.stdout);

@@ -266,6 +266,33 @@ impl Moto {
         );
     }
 
+    /// Creates an IAM role that `service` may assume (moto's Lambda refuses a
+    /// function whose role does not exist) and returns its ARN. IAM is a
+    /// query API; moto routes by the credential scope and ignores signatures.
+    pub fn create_role(&self, name: &str, service: &str) -> String {
+        let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]})
+        .to_string();
+        let config = ureq::Agent::config_builder().http_status_as_error(false).build();
+        let mut response = ureq::Agent::new_with_config(config)
+            .post(format!("{}/", self.endpoint))
+            .header(
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0",
+            )
+            .send_form([
+                ("Action", "CreateRole"),
+                ("Version", "2010-05-08"),
+                ("RoleName", name),
+                ("AssumeRolePolicyDocument", trust.as_str()),
+            ])
+            .unwrap_or_else(|e| panic!("CreateRole {name}: {e}"));
+        let status = response.status();
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        assert!(status.is_success(), "CreateRole {name}: {status} {body}");
+        format!("arn:aws:iam::{ACCOUNT}:role/{name}")
+    }
+
     fn autopilot_post(&self, path: &str, body: &Value) -> Value {
         let config = ureq::Agent::config_builder().http_status_as_error(false).build();
         let mut response = ureq::Agent::new_with_config(config)

@@ -19,6 +19,10 @@
 //!   against the bound, wall time and peak RSS.
 //! - `bench quota REPOSITORIES IMAGES_EACH`: quota-scan over that many
 //!   repositories; prints API calls against the bound, wall time and peak RSS.
+//! - `bench registry REPOSITORIES IMAGES_EACH CONCURRENCY…`: prune-images over
+//!   that many repositories (each with old untagged images and a `latest`), once
+//!   per `SWEEP_CONCURRENCY` given; prints wall time and the API calls, split
+//!   into the per-repository ECR calls and the reads of the "in use" sources.
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -37,10 +41,12 @@ fn main() {
         Some("planner") if args.len() == 2 => planner(&args[1]),
         Some("prune") if args.len() == 2 => prune(&args[1]),
         Some("quota") if args.len() == 3 => quota(&args[1], &args[2]),
+        Some("registry") if args.len() >= 4 => registry(&args[1], &args[2], &args[3..]),
         _ => {
             eprintln!(
                 "usage: bench coldstart RUNS PROGRAM [ARGS...] | bench sweep CLUSTERS SERVICES_PER_CLUSTER | \
-                 bench push CLUSTERS SERVICES_PER_CLUSTER | bench planner IMAGES | bench prune IMAGES | bench quota REPOSITORIES IMAGES_EACH"
+                 bench push CLUSTERS SERVICES_PER_CLUSTER | bench planner IMAGES | bench prune IMAGES | bench quota REPOSITORIES IMAGES_EACH | \
+                 bench registry REPOSITORIES IMAGES_EACH CONCURRENCY..."
             );
             std::process::exit(2);
         }
@@ -310,5 +316,77 @@ fn quota(repositories: &str, each: &str) {
             report["registry"]["storageBytes"]
         );
         println!("calls per operation: {calls}");
+    });
+}
+
+/// The operations that read the sources of "in use" (every region of
+/// `PROTECT_REGIONS`), as the report's `apiCalls` names them.
+const IN_USE_READS: &[&str] = &[
+    "ListClusters",
+    "ListServices",
+    "DescribeServices",
+    "ListServiceDeployments",
+    "DescribeServiceDeployments",
+    "DescribeServiceRevisions",
+    "DescribeTaskSets",
+    "ListTasks",
+    "DescribeTasks",
+    "ListTaskDefinitionFamilies",
+    "ListTaskDefinitions",
+    "DescribeTaskDefinition",
+    "ListEventBuses",
+    "ListRules",
+    "ListTargetsByRule",
+    "ListSchedules",
+    "GetSchedule",
+    "ListFunctions",
+    "GetFunction",
+];
+
+fn registry(repositories: &str, each: &str, concurrencies: &[String]) {
+    let (repositories, each) = (number(repositories), number(each));
+    autopilot_e2e::enable_fake_clock();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        for concurrency in concurrencies {
+            // The registry is rebuilt for every run: each run deletes.
+            moto().reset();
+            let world = World::new().await;
+            let started = Instant::now();
+            for r in 0..repositories {
+                let name = format!("repo-{r:04}");
+                world.repository(&name).await;
+                moto().set_clock("-5d");
+                for i in 0..each.saturating_sub(1) {
+                    world.push_image(&name, &[], "arm64", &format!("{r}-{i}")).await;
+                }
+                moto().set_clock("+0d");
+                world.push_image(&name, &["latest"], "arm64", &format!("{r}-latest")).await;
+            }
+            eprintln!("[bench] pushed {} images in {:.0} s", repositories * each, started.elapsed().as_secs_f64());
+            let env = [
+                ("SWEEP_CONCURRENCY", concurrency.as_str()),
+                ("PRUNE_DEFAULT_MODE", "on"),
+                ("PRUNE_MAX_DELETE_PERCENT", "100"),
+            ];
+            let lambda = Lambda::start("prune-images", &env);
+            let started = Instant::now();
+            let report = lambda.invoke(&event("prune-images-schedule.json")).expect("prune");
+            let wall = started.elapsed();
+            let calls = report["apiCalls"].as_object().cloned().unwrap_or_default();
+            let count = |pick: &dyn Fn(&str) -> bool| -> u64 {
+                calls.iter().filter(|(op, _)| pick(op)).filter_map(|(_, v)| v.as_u64()).sum()
+            };
+            let in_use = count(&|op| IN_USE_READS.iter().any(|r| op.ends_with(r)));
+            let total = count(&|_| true);
+            println!(
+                "prune of {repositories} repositories x {each} images, SWEEP_CONCURRENCY={concurrency}: {:.1} s wall, \
+                 {} deleted, {total} API calls ({in_use} reading the in-use sources), function peak RSS {} KiB",
+                wall.as_secs_f64(),
+                report["imagesDeleted"],
+                lambda.peak_rss_kib().map_or("?".into(), |k| k.to_string())
+            );
+            println!("calls per operation: {}", serde_json::Value::Object(calls));
+        }
     });
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use autopilot_e2e::tables::{self, Inventory, Table};
 use autopilot_e2e::world::{World, CLUSTER, SERVICES};
-use autopilot_e2e::{enable_fake_clock, event, moto, FunctionError, Lambda};
+use autopilot_e2e::{enable_fake_clock, event, moto, FunctionError, Lambda, ACCOUNT, REGION};
 use serde_json::{json, Value};
 
 const USAGE: &str = "usage: demo [--json]\n  --json  print the functions' JSON reports instead of tables";
@@ -173,11 +173,19 @@ async fn rollout_outcome(lambda: &Lambda) {
 async fn housekeeping(demo: &Demo, world: &World) {
     demo.section("quota-scan and prune-images");
     moto().set_clock("-3d");
+    let mut leftovers = Vec::new();
     for leftover in ["users-old-1", "users-old-2", "users-old-3"] {
-        world.push_image("users", &[], "arm64", leftover).await;
+        leftovers.push(world.push_image("users", &[], "arm64", leftover).await);
     }
     moto().set_clock("+0d");
     println!("three untagged users images from three days ago (earlier pushes) are in the registry");
+    let job = &leftovers[2].digest;
+    nightly_job(world, job).await;
+    println!(
+        "a nightly report job (EventBridge Scheduler schedule users-nightly-report, nothing running between runs) \
+         runs the third of them, users@{}",
+        tables::short_digest(job)
+    );
 
     demo.progress("starting quota-scan");
     let quota = Lambda::start("quota-scan", &[]);
@@ -196,7 +204,34 @@ async fn housekeeping(demo: &Demo, world: &World) {
     let run = demo.report("prune-images", prune.invoke(&event("prune-images-schedule.json")));
     demo.show("prune-images, the daily run", &run, tables::prune(&run, &before));
     println!(
-        "prune-images deleted {} image(s), {} bytes; protected {} (in use or part of a kept index)",
+        "prune-images deleted {} image(s), {} bytes; protected {} (in use, by a service or the nightly job, or part of a kept index)",
         run["imagesDeleted"], run["bytesReclaimed"], run["imagesProtected"]
     );
+}
+
+/// A scheduled job, as teams run reports and migrations: an EventBridge
+/// Scheduler schedule whose ECS target runs a task definition pinned to
+/// `digest`. No task runs between runs, so only the schedule says the image is
+/// needed.
+async fn nightly_job(world: &World, digest: &str) {
+    use aws_sdk_scheduler::types::{EcsParameters, FlexibleTimeWindow, FlexibleTimeWindowMode, Target};
+    let image = format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/users@{digest}");
+    let td = world.task_definition_running("users-nightly-report", &image).await;
+    let scheduler = aws_sdk_scheduler::Client::new(&moto().sdk_config().await);
+    let target = Target::builder()
+        .arn(format!("arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{CLUSTER}"))
+        .role_arn(format!("arn:aws:iam::{ACCOUNT}:role/scheduler-run-task"))
+        .ecs_parameters(EcsParameters::builder().task_definition_arn(td).task_count(1).build().expect("ecs target"))
+        .build()
+        .expect("target");
+    let window = FlexibleTimeWindow::builder().mode(FlexibleTimeWindowMode::Off).build().expect("window");
+    scheduler
+        .create_schedule()
+        .name("users-nightly-report")
+        .schedule_expression("cron(0 3 * * ? *)")
+        .flexible_time_window(window)
+        .target(target)
+        .send()
+        .await
+        .expect("create_schedule");
 }
