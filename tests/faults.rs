@@ -8,7 +8,8 @@
 //! every observed operation and every fault (throttle as the protocol shapes
 //! it, 500, 503, connection reset, latency), once on the operation's first
 //! call and once on every call (so the SDK's retries, `AWS_MAX_ATTEMPTS=2`
-//! here, are exhausted), moto is reset, the same world is rebuilt, a fresh
+//! here, are exhausted), plus a lost answer (`reset-after`: the call is done,
+//! then the connection is reset) on the first call, moto is reset, the same world is rebuilt, a fresh
 //! function process gets the same event, and then:
 //! - it succeeds and the state equals the no-fault state, or
 //! - it fails with `errorType` `Retryable`, and a second invocation of the same
@@ -45,7 +46,13 @@ const NO_DIGEST: &str = "sha256:000000000000000000000000000000000000000000000000
 /// Cases that fail today because of a product bug, as
 /// `(function, operation, fault, variant)`; the report to the lead explains
 /// each. Remove an entry once fixed: a listed case that passes fails the test.
-const KNOWN_FAILURES: &[(&str, &str, &str, &str)] = &[];
+const KNOWN_FAILURES: &[(&str, &str, &str, &str)] = &[
+    // RegisterTaskDefinition is done but its answer is lost: the SDK retries
+    // it and ECS registers a second identical revision (users:3, the service
+    // runs it; users:2 is left behind). One revision per digest is broken;
+    // the service still runs the right digest.
+    ("deploy-on-push", "AmazonEC2ContainerServiceV20141113.RegisterTaskDefinition", "reset-after", "first"),
+];
 
 /// Hostile cases that are accepted today because of a product gap, as
 /// `(function, case path under tests/hostile)`; the report to the lead
@@ -65,6 +72,9 @@ const KNOWN_HOSTILE: &[(&str, &str)] = &[
     ("log-groups", "log-groups/other-region-register-task-definition.json"),
     ("prune-images", "prune-images/other-account-schedule.json"),
     ("prune-images", "prune-images/other-region-schedule.json"),
+    // A policy's tag prefixes may hold control characters (no image can
+    // carry such a tag, so nothing matches, but the policy is invalid).
+    ("prune-images", "prune-images/tag-control-characters.json"),
     // A policy's size is not bounded (ECR: 30,720 characters).
     ("prune-images", "prune-images/oversized-policy.json"),
     ("prune-images", "prune-images/oversized-policy-description.json"),
@@ -77,6 +87,7 @@ const FAULTS: &[(&str, Calls)] = &[
     ("503", Calls::First),
     ("reset", Calls::First),
     ("latency", Calls::First),
+    ("reset-after", Calls::First),
     ("throttle", Calls::All),
     ("500", Calls::All),
     ("503", Calls::All),
@@ -221,14 +232,19 @@ async fn fault_matrix(function: &str) {
     if function != "quota-scan" {
         assert_ne!(initial, expected, "{function}'s scenario must change something: {report:#}");
     }
-    let operations: Vec<String> = baseline.calls.keys().cloned().collect();
+    // FAULT_MATRIX_ONLY=<text> limits the matrix to operations containing it
+    // (to chase one case); FAULT_MATRIX_KINDS=a,b to those fault kinds.
+    let only = std::env::var("FAULT_MATRIX_ONLY").unwrap_or_default();
+    let kinds: Vec<String> =
+        std::env::var("FAULT_MATRIX_KINDS").map(|k| k.split(',').map(String::from).collect()).unwrap_or_default();
+    let operations: Vec<String> = baseline.calls.keys().filter(|o| o.contains(&only)).cloned().collect();
     assert!(!operations.is_empty(), "{function} called nothing through the proxy");
     drop(baseline.lambda);
 
     let mut failures = BTreeSet::new();
     let mut cases = 0;
     for operation in &operations {
-        for (kind, calls) in FAULTS {
+        for (kind, calls) in FAULTS.iter().filter(|(k, _)| kinds.is_empty() || kinds.iter().any(|w| w == k)) {
             cases += 1;
             let case = (function, operation.as_str(), *kind, calls.name());
             let latency = if *calls == Calls::First { 1000 } else { 200 };
@@ -251,7 +267,7 @@ async fn fault_matrix(function: &str) {
     let summary = format!(
         "fault matrix {function}: {} operations x {} faults = {cases} cases in {:.0} s; operations: {operations:?}\n",
         operations.len(),
-        FAULTS.len(),
+        cases / operations.len().max(1),
         elapsed.as_secs_f64()
     );
     eprint!("{summary}");

@@ -20,7 +20,9 @@ Control endpoints (JSON in and out), answered by the proxy itself:
   ``ThrottlingException`` for JSON protocols, HTTP 429 ``TooManyRequestsException``
   for Lambda, HTTP 429 ``ThrottlingException`` for other REST APIs), ``500``,
   ``503``, ``reset`` (the request is read, then the connection is closed with a
-  TCP RST and no response) or ``latency`` (``latencyMs`` of delay, then the
+  TCP RST and no response; the local AWS never sees it), ``reset-after`` (the
+  request is forwarded and done, then the connection is reset: a lost answer)
+  or ``latency`` (``latencyMs`` of delay, then the
   real answer). Call numbers count from 1 per operation.
 - ``GET /fault-proxy/calls`` -> ``{"calls": {OP: n}, "injected": {OP: n}}``.
 - ``POST /fault-proxy/reset`` clears the plan and the counters.
@@ -172,9 +174,13 @@ class Handler(BaseHTTPRequestHandler):
             return
         if kind == "latency":
             time.sleep(float(fault.get("latencyMs", 300)) / 1000.0)
+        if kind == "reset-after":
+            # The local AWS does the work; its answer is lost.
+            self._forward(body, lose_response=True)
+            return
         self._forward(body)
 
-    def _forward(self, body: bytes) -> None:
+    def _forward(self, body: bytes, lose_response: bool = False) -> None:
         conn = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=120)
         try:
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
@@ -182,6 +188,9 @@ class Handler(BaseHTTPRequestHandler):
             conn.request(self.command, self.path, body=body, headers=headers)
             response = conn.getresponse()
             data = response.read()
+            if lose_response:
+                self._reset_connection()
+                return
             out = [(k, v) for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP | {"content-length"}]
             self._reply(response.status, data, out)
         finally:
