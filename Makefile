@@ -8,7 +8,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 FUNCTIONS := deploy-on-push log-groups prune-images quota-scan
 
-.PHONY: setup build arm64 check-arm64 sam-build deploy demo test unit e2e bench lint
+.PHONY: setup build arm64 check-arm64 sam-build deploy demo test unit e2e bench lint faults
 
 setup:
 	bash scripts/setup.sh
@@ -51,6 +51,11 @@ demo: build
 # and `sam build` (so a broken build configuration fails here, not at deploy).
 test: build lint arm64 sam-build
 	AUTOPILOT_ARM64_BOOTSTRAP_DIR=$(CURDIR)/target/lambda cargo test --workspace --no-fail-fast
+
+# The full fault matrix: every AWS operation each function calls × every
+# fault × {first call, every call}. About 2 h; `make test` runs a reduced one.
+faults: build
+	FAULT_MATRIX=full cargo test --workspace --test faults fault_matrix -- --test-threads=1
 
 # Lint is part of the tests: formatting, and clippy with every warning an error.
 lint: setup

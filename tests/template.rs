@@ -12,17 +12,19 @@ use serde_json::Value;
 
 /// Actions that support no resource-level permissions, so `"*"` is the only
 /// Resource IAM accepts for them.
-const UNSCOPABLE: &[&str] = &[
-    "ecs:ListClusters",
-    "ecs:ListServices",
-    "ecs:ListTasks",
-    "ecs:DescribeTaskDefinition",
-    "ecs:RegisterTaskDefinition",
-    "ecs:ListTaskDefinitionFamilies",
-    "events:ListEventBuses",
-    "events:ListRules",
-    "scheduler:ListSchedules",
-    "lambda:ListFunctions",
+/// The only actions allowed on `"*"`, each with why: IAM offers no resource
+/// type (or no useful one) for them. Anything else must name its resources.
+const UNSCOPABLE: &[(&str, &str)] = &[
+    ("ecs:ListClusters", "no resource type: lists the account's clusters"),
+    ("ecs:ListServices", "no resource type; the cluster is a condition key, and every cluster is read"),
+    ("ecs:ListTasks", "scoped only by container instance, which Fargate tasks lack"),
+    ("ecs:DescribeTaskDefinition", "no resource type for task definitions on Describe"),
+    ("ecs:RegisterTaskDefinition", "no resource type: the revision does not exist yet"),
+    ("ecs:ListTaskDefinitionFamilies", "no resource type"),
+    ("events:ListEventBuses", "no resource type"),
+    ("events:ListRules", "no resource type: lists every bus's rules"),
+    ("scheduler:ListSchedules", "no resource type"),
+    ("lambda:ListFunctions", "no resource type"),
 ];
 
 fn run(tool: &str, args: &[&str]) -> (bool, String) {
@@ -113,7 +115,10 @@ fn roles_are_least_privilege() {
                 }
                 if as_list(&statement["Resource"]).iter().any(|r| r == "*") {
                     for action in &actions {
-                        assert!(UNSCOPABLE.contains(&action.as_str()), "{role}: {action} on '*' but it can be scoped");
+                        assert!(
+                            UNSCOPABLE.iter().any(|(a, _)| a == action),
+                            "{role}: {action} on '*' but it can be scoped (or add it to UNSCOPABLE with the reason)"
+                        );
                     }
                 }
             }
@@ -284,13 +289,13 @@ fn clusters_given_as_names_or_arns_with_spaces_scope_update_service() {
         .into_iter()
         .find(|s| as_list(&s["Action"]).iter().any(|a| a == "ecs:UpdateService"))
         .expect("an UpdateService statement");
-    let condition = &update["Condition"]["Fn::If"];
+    let condition = &update["Condition"]["StringLike"]["Fn::If"];
     assert_eq!(condition[0], "HasClusters");
     let arn = |name: &str| format!("arn:aws:ecs:us-east-1:123456789012:cluster/{name}");
     for clusters in
         [format!("{}, staging", arn("prod")), format!(" staging ,{} ", arn("prod")), "prod,staging".to_string()]
     {
-        let allowed = evaluate(&condition[1]["StringLike"]["ecs:cluster"], &[("Clusters", &clusters)]);
+        let allowed = evaluate(&condition[1]["ecs:cluster"], &[("Clusters", &clusters)]);
         let patterns: Vec<String> =
             allowed.as_array().expect("a list").iter().map(|v| v.as_str().expect("text").to_string()).collect();
         let permits = |cluster: &str| patterns.iter().any(|p| string_like(p, cluster));
@@ -778,4 +783,69 @@ fn samconfig_has_the_deploy_defaults() {
     );
     let ignore = std::fs::read_to_string(workspace_root().join(".gitignore")).expect(".gitignore");
     assert!(ignore.lines().any(|l| l.trim() == ".aws-sam/"), ".aws-sam/ is ignored");
+}
+
+#[test]
+fn update_service_is_allowed_only_on_opted_in_services() {
+    let template = translated();
+    let statements = statements_of(&template, "DeployOnPushRole");
+    let updates: Vec<&Value> =
+        statements.iter().filter(|s| as_list(&s["Action"]).iter().any(|a| a == "ecs:UpdateService")).collect();
+    assert_eq!(updates.len(), 1, "one statement grants UpdateService");
+    // IAM itself refuses a service without autopilot:deploy=on (the value the
+    // code acts on; dry-run services are never updated).
+    assert_eq!(
+        updates[0]["Condition"]["StringEquals"],
+        serde_json::json!({"aws:ResourceTag/autopilot:deploy": "on"}),
+        "{:#}",
+        updates[0]
+    );
+    assert_eq!(updates[0]["Effect"], "Allow");
+    // No other role may update a service.
+    for (role, _) in resources_of(&template, "AWS::IAM::Role") {
+        if role != "DeployOnPushRole" {
+            let any = statements_of(&template, role).iter().any(|s| {
+                as_list(&s["Action"]).iter().any(|a| a.as_str().is_some_and(|a| a.starts_with("ecs:UpdateService")))
+            });
+            assert!(!any, "{role} may update services");
+        }
+    }
+}
+
+#[test]
+fn pass_role_is_limited_to_pass_role_arns_or_the_documented_default() {
+    let template = translated();
+    let parameter = &template["Parameters"]["PassRoleArns"];
+    assert_eq!(parameter["Type"], "CommaDelimitedList");
+    assert_eq!(parameter["Default"], "");
+    let pass = statements_of(&template, "DeployOnPushRole")
+        .into_iter()
+        .find(|s| as_list(&s["Action"]).iter().any(|a| a == "iam:PassRole"))
+        .expect("a PassRole statement");
+    assert_eq!(pass["Condition"]["StringEquals"]["iam:PassedToService"], "ecs-tasks.amazonaws.com");
+    let choice = &pass["Resource"]["Fn::If"];
+    assert_eq!(choice[0], "DefaultPassRoles");
+    assert_eq!(choice[2], serde_json::json!({"Ref": "PassRoleArns"}));
+    assert_eq!(
+        template["Conditions"]["DefaultPassRoles"],
+        serde_json::json!({"Fn::Equals": [{"Fn::Join": ["", {"Ref": "PassRoleArns"}]}, ""]})
+    );
+    // The default: the roles the ECS tutorials create, ecs-* names and the
+    // /ecs/ path, never every role of the account.
+    let defaults: Vec<String> = as_list(&choice[1])
+        .iter()
+        .map(|r| r["Fn::Sub"].as_str().expect("an ARN under Fn::Sub").replace("${AWS::Partition}", "aws"))
+        .map(|r| r.replace("${AWS::AccountId}", "123456789012"))
+        .collect();
+    let allows =
+        |role: &str| defaults.iter().any(|p| string_like(p, &format!("arn:aws:iam::123456789012:role/{role}")));
+    for role in ["ecsTaskExecutionRole", "ecsTaskRole", "ecs-users-task", "ecs/users"] {
+        assert!(allows(role), "{role} denied by {defaults:?}");
+    }
+    for role in ["admin", "OrganizationAccountAccessRole", "ecr-autopilot-DeployOnPushRole", "service-role/x"] {
+        assert!(!allows(role), "{role} allowed by {defaults:?}");
+    }
+    // The README documents the parameter and its default.
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README");
+    assert!(readme.contains("`PassRoleArns`") && !readme.contains("PassRoleArnPattern"));
 }

@@ -140,6 +140,9 @@ pub struct FakeEcs {
     pub registered: Mutex<Vec<TaskDefinition>>,
     /// How many of the next UpdateService calls fail (throttled).
     pub failing_updates: Mutex<usize>,
+    /// How many of the next RegisterTaskDefinition calls register the
+    /// revision and then lose the answer (a connection reset after ECS acted).
+    pub lost_register_answers: Mutex<usize>,
     /// `(cluster, task)` pairs of running tasks.
     pub tasks: Vec<(String, RunningTask)>,
     /// `(service ARN, deployment)`: what ListServiceDeployments returns.
@@ -242,6 +245,17 @@ impl EcsWrite for FakeEcs {
         }
         td.tags.extend(tags.clone());
         lock(&self.registered).push(td.clone());
+        let mut lost = lock(&self.lost_register_answers);
+        if *lost > 0 {
+            *lost -= 1;
+            return Err(AwsError {
+                operation: "RegisterTaskDefinition",
+                code: None,
+                message: "connection reset by peer".into(),
+                retryable: true,
+                source: None,
+            });
+        }
         Ok(td)
     }
 

@@ -10,8 +10,14 @@
 //!   binary behind it, both stopped (by process group) when dropped.
 //! - [`world`] builds the tutorial-like ECS world the tests and the demo use.
 //!
+//! - [`FaultProxy`] (`tests/emulator/fault_proxy.py`) sits between a function
+//!   and moto and injects throttles, 5xx, connection resets and latency per
+//!   operation and call number; [`snapshot`] reads back what the functions
+//!   write, to compare end states.
+//!
 //! Tests that share moto hold [`serial`] and call [`Moto::reset`] first.
 
+pub mod snapshot;
 pub mod tables;
 pub mod world;
 
@@ -330,6 +336,64 @@ impl Moto {
     }
 }
 
+/// The fault-injecting proxy in front of [`moto`]: point a function's
+/// `AWS_ENDPOINT_URL` at [`FaultProxy::endpoint`], then plan faults per
+/// operation (`X-Amz-Target`, or `METHOD /path` for REST APIs) and call number.
+/// Its docstring lists the fault kinds and how each is shaped.
+pub struct FaultProxy {
+    pub endpoint: String,
+    guard: Child,
+}
+
+impl FaultProxy {
+    pub fn start() -> FaultProxy {
+        let port = free_port();
+        let log = logs_dir().join(format!("fault-proxy-{}-{port}.log", std::process::id()));
+        let script = workspace_root().join("tests/emulator/fault_proxy.py");
+        let script = script.to_str().expect("utf-8 path");
+        let port_text = port.to_string();
+        let guard = spawn_guarded(
+            &tools_bin().join("python"),
+            &[script, "--port", &port_text, "--upstream", &moto().endpoint],
+            &[],
+            &log,
+        );
+        wait_for_port(port, "the fault proxy");
+        FaultProxy { endpoint: format!("http://127.0.0.1:{port}"), guard }
+    }
+
+    /// Replaces the plan (a JSON array of `{"operation", "calls": [n..] | "all",
+    /// "kind", "latencyMs"?}`) and clears the counters.
+    pub fn plan(&self, faults: Value) {
+        ureq::post(format!("{}/fault-proxy/plan", self.endpoint))
+            .send_json(serde_json::json!({ "faults": faults }))
+            .expect("fault proxy plan");
+    }
+
+    /// No faults, counters cleared.
+    pub fn clear(&self) {
+        self.plan(Value::Array(Vec::new()));
+    }
+
+    /// Calls per operation since the last plan, and how many of them got a fault.
+    pub fn calls(&self) -> (std::collections::BTreeMap<String, u64>, std::collections::BTreeMap<String, u64>) {
+        let mut response = ureq::get(format!("{}/fault-proxy/calls", self.endpoint)).call().expect("fault proxy calls");
+        let body: Value = response.body_mut().read_json().expect("calls json");
+        let map = |v: &Value| {
+            v.as_object()
+                .map(|o| o.iter().map(|(k, n)| (k.clone(), n.as_u64().unwrap_or_default())).collect())
+                .unwrap_or_default()
+        };
+        (map(&body["calls"]), map(&body["injected"]))
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        stop(&mut self.guard);
+    }
+}
+
 /// An error the function returned, as the Runtime API reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionError {
@@ -391,6 +455,11 @@ impl Lambda {
 
     /// Invokes the function with `payload` and waits for its response.
     pub fn invoke(&self, payload: &Value) -> Result<Value, FunctionError> {
+        self.invoke_raw(&serde_json::to_vec(payload).expect("payload serialises"))
+    }
+
+    /// Invokes the function with `payload` as given, valid JSON or not.
+    pub fn invoke_raw(&self, payload: &[u8]) -> Result<Value, FunctionError> {
         let url = format!("http://127.0.0.1:{}/2015-03-31/functions/_/invocations", self.port);
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -399,7 +468,8 @@ impl Lambda {
         let agent = ureq::Agent::new_with_config(config);
         let mut response = agent
             .post(&url)
-            .send_json(payload)
+            .header("Content-Type", "application/json")
+            .send(payload)
             .unwrap_or_else(|e| panic!("invoke failed: {e}; function log: {}", self.log_text()));
         let failed = response.headers().contains_key("x-amz-function-error") || !response.status().is_success();
         let body: Value = response.body_mut().read_json().unwrap_or(Value::Null);

@@ -470,14 +470,22 @@ async fn roll(deps: &Deps, push: &Push, service: &Service, td: &TaskDefinition, 
         return Err((error, groups));
     }
     let images: BTreeMap<String, String> = changes.iter().map(|c| (c.container.clone(), c.to.clone())).collect();
+    let tags = push.revision_tags(&td.arn, images.keys().map(String::as_str));
     let revision = match reusable_revision(deps, push, td, &images).await {
         Some(arn) => arn,
-        None => match deps
-            .ecs
-            .register_revision(&td.arn, &images, &push.revision_tags(&td.arn, images.keys().map(String::as_str)))
-            .await
-        {
+        None => match deps.ecs.register_revision(&td.arn, &images, &tags).await {
             Ok(new) => new.arn,
+            // ECS may have registered the revision and the answer been lost
+            // (the adapter sends RegisterTaskDefinition once, without the
+            // SDK's retries, because ECS has no idempotency token for it):
+            // look for it before registering once more.
+            Err(e) if e.retryable => match reusable_revision(deps, push, td, &images).await {
+                Some(arn) => arn,
+                None => match deps.ecs.register_revision(&td.arn, &images, &tags).await {
+                    Ok(new) => new.arn,
+                    Err(e) => return Err((e.into(), groups)),
+                },
+            },
             Err(e) => return Err((e.into(), groups)),
         },
     };
@@ -958,6 +966,19 @@ mod tests {
         );
         let again = handle(&d, push("latest", "e1")).await.expect("third delivery");
         assert_eq!(again.services[0].status, Status::Skipped);
+    }
+
+    #[tokio::test]
+    async fn a_lost_register_answer_reuses_the_revision_ecs_made_rather_than_register_a_second() {
+        let ecs = FakeEcs { lost_register_answers: std::sync::Mutex::new(1), ..FakeEcs::default() };
+        let d = deps(ecs, FakeLogs::default());
+        let report = handle(&d, push("latest", "e1")).await.expect("the rollout finds the revision");
+        assert_eq!(report.services[0].status, Status::Updated);
+        let users2 = "arn:aws:ecs:us-east-1:123456789012:task-definition/users:2";
+        assert_eq!(report.services[0].new_task_definition.as_deref(), Some(users2));
+        // A second registration would be users:3, the family's latest.
+        let latest = d.ecs.describe_task_definition("users").await.expect("family");
+        assert_eq!(latest.arn, users2, "exactly one revision for the digest");
     }
 
     #[tokio::test]

@@ -1,4 +1,5 @@
 use autopilot::aws::{cold_start, ecr::EcrAdapter, ecs::EcsAdapter, logs::LogsAdapter, sns::SnsNotifier};
+use autopilot::payload::Payload;
 use autopilot::ports::Notifier;
 use deploy_on_push::{handle, Config, Deps};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
@@ -20,5 +21,5 @@ async fn main() -> Result<(), Error> {
         region: start.region,
         api_calls: start.api_calls,
     };
-    run(service_fn(|event: LambdaEvent<serde_json::Value>| handle(&deps, event.payload))).await
+    run(service_fn(|event: LambdaEvent<Payload>| handle(&deps, event.payload.into_value()))).await
 }

@@ -1,4 +1,5 @@
 use autopilot::aws::{cold_start, ecs::EcsAdapter, logs::LogsAdapter};
+use autopilot::payload::Payload;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use log_groups::{handle, Config, Deps};
 
@@ -13,5 +14,5 @@ async fn main() -> Result<(), Error> {
         region: start.region,
         api_calls: start.api_calls,
     };
-    run(service_fn(|event: LambdaEvent<serde_json::Value>| handle(&deps, event.payload))).await
+    run(service_fn(|event: LambdaEvent<Payload>| handle(&deps, event.payload.into_value()))).await
 }

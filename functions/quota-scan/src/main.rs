@@ -1,5 +1,6 @@
 use autopilot::aws::{cold_start, ecr::EcrAdapter, in_use_sources};
 use autopilot::in_use::protect_regions;
+use autopilot::payload::Payload;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use quota_scan::{handle, Config, Deps};
 
@@ -15,5 +16,5 @@ async fn main() -> Result<(), Error> {
         region: start.region,
         api_calls: start.api_calls,
     };
-    run(service_fn(|event: LambdaEvent<serde_json::Value>| handle(&deps, event.payload))).await
+    run(service_fn(|event: LambdaEvent<Payload>| handle(&deps, event.payload.into_value()))).await
 }

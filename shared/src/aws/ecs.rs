@@ -233,6 +233,14 @@ impl EcsWrite for EcsAdapter {
             .set_ephemeral_storage(td.ephemeral_storage.clone())
             .set_runtime_platform(td.runtime_platform.clone())
             .set_enable_fault_injection(td.enable_fault_injection)
+            // One attempt: ECS has no idempotency token for this call, so an
+            // SDK retry after a lost answer would register a second revision.
+            // The caller looks for the revision before it registers again.
+            .customize()
+            .config_override(
+                aws_sdk_ecs::config::Config::builder()
+                    .retry_config(aws_sdk_ecs::config::retry::RetryConfig::disabled()),
+            )
             .send()
             .await
             .map_err(|e| classify("RegisterTaskDefinition", e))?;
