@@ -60,14 +60,6 @@ const KNOWN_FAILURES: &[(&str, &str, &str, &str)] = &[];
 /// `(function, case path under tests/hostile)`; the report to the lead
 /// explains each. Remove an entry once fixed: a listed case that passes fails.
 const KNOWN_HOSTILE: &[(&str, &str)] = &[
-    // The event's account and region are not checked against the function's.
-    ("log-groups", "log-groups/other-account-register-task-definition.json"),
-    ("log-groups", "log-groups/other-region-register-task-definition.json"),
-    ("prune-images", "prune-images/other-account-schedule.json"),
-    ("prune-images", "prune-images/other-region-schedule.json"),
-    // A policy's tag prefixes may hold control characters (no image can
-    // carry such a tag, so nothing matches, but the policy is invalid).
-    ("prune-images", "prune-images/tag-control-characters.json"),
     // A policy's size is not bounded (ECR: 30,720 characters).
     ("prune-images", "prune-images/oversized-policy.json"),
     ("prune-images", "prune-images/oversized-policy-description.json"),

@@ -19,6 +19,7 @@ pub mod lifecycle;
 pub mod log_groups;
 pub mod media;
 pub mod model;
+pub mod origin;
 pub mod payload;
 pub mod ports;
 pub mod prune;

@@ -490,6 +490,11 @@ fn non_empty(field: &str, list: Vec<String>) -> Result<Vec<String>, String> {
     if list.is_empty() || list.iter().any(|s| s.is_empty()) {
         return Err(format!("{field} must list at least one non-empty value"));
     }
+    // No image tag holds a control character or white space, so such an
+    // entry matches nothing: it is a mistake (or an attack), not a filter.
+    if let Some(bad) = list.iter().find(|s| s.chars().any(|c| c.is_control() || c.is_whitespace())) {
+        return Err(format!("{field} entry {bad:?} holds a control character or white space, which no tag can"));
+    }
     Ok(list)
 }
 
@@ -694,6 +699,14 @@ mod tests {
             (
                 json!({"rules": [rule(1, json!({"tagStatus": "tagged", "tagPatternList": ["*a*b*c*d*e"], "countType": "imageCountMoreThan", "countNumber": 1}))]}),
                 "more than 4 wildcards",
+            ),
+            (
+                json!({"rules": [rule(1, json!({"tagStatus": "tagged", "tagPrefixList": ["v\u{7}"], "countType": "imageCountMoreThan", "countNumber": 1}))]}),
+                "tagPrefixList entry \"v\\u{7}\" holds a control character",
+            ),
+            (
+                json!({"rules": [rule(1, json!({"tagStatus": "tagged", "tagPatternList": ["rel *"], "countType": "imageCountMoreThan", "countNumber": 1}))]}),
+                "tagPatternList entry \"rel *\" holds a control character or white space",
             ),
             (
                 json!({"rules": [rule(2, json!({"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 1})), rule(3, ok.clone())]}),

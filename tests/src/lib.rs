@@ -394,6 +394,13 @@ impl Drop for FaultProxy {
     }
 }
 
+/// How long an invocation may take: 120 s, or `AUTOPILOT_INVOKE_TIMEOUT_SECS`
+/// (the benchmarks' large worlds take longer on moto).
+fn invoke_timeout() -> Duration {
+    let secs = std::env::var("AUTOPILOT_INVOKE_TIMEOUT_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(120);
+    Duration::from_secs(secs)
+}
+
 /// An error the function returned, as the Runtime API reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionError {
@@ -461,10 +468,8 @@ impl Lambda {
     /// Invokes the function with `payload` as given, valid JSON or not.
     pub fn invoke_raw(&self, payload: &[u8]) -> Result<Value, FunctionError> {
         let url = format!("http://127.0.0.1:{}/2015-03-31/functions/_/invocations", self.port);
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(120)))
-            .build();
+        let config =
+            ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(invoke_timeout())).build();
         let agent = ureq::Agent::new_with_config(config);
         let mut response = agent
             .post(&url)

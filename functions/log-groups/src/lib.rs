@@ -19,6 +19,7 @@ use autopilot::discover::{self, not_found_as};
 use autopilot::ensure::{ensure_log_groups, GroupOutcome, GroupResult};
 use autopilot::log_groups::{targets, Settings, Usage};
 use autopilot::model::{cluster_name, TaskDefinition};
+use autopilot::origin::{account_of_arn, Origin};
 use autopilot::ports::{EcsRead, LogGroupStore};
 use autopilot::telemetry::{Metrics, Unit};
 use autopilot::Error;
@@ -74,7 +75,11 @@ pub struct Failed {
 
 #[instrument(skip_all)]
 pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
+    let origin = Origin::of(&payload);
     let trigger = Trigger::parse(payload)?;
+    if let Some(origin) = &origin {
+        origin.check_region(&deps.region)?;
+    }
     let calls_before = deps.api_calls.snapshot();
     let dry_run = deps.config.dry_run || trigger.dry_run();
     info!(trigger = %trigger.name(), dry_run, "invoked");
@@ -88,6 +93,15 @@ pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
         Trigger::Manual(request) => (manual(deps, request).await?, None),
     };
 
+    // What an event from another account names is not ours to act on: the
+    // task definitions read here carry this account in their ARNs.
+    if let Some(origin) = &origin {
+        for (td, _) in &in_use {
+            if let Some(owner) = account_of_arn(&td.arn) {
+                origin.check_account(owner, &format!("task definition {}", td.arn))?;
+            }
+        }
+    }
     let (targets, skipped) = targets(in_use.iter().map(|(td, usage)| (td, usage)), &deps.region);
     let settings = Settings {
         home_region: deps.region.clone(),

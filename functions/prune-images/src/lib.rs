@@ -24,6 +24,7 @@ use autopilot::aws::ApiCalls;
 use autopilot::in_use::fresh::Fresh;
 use autopilot::in_use::{InUse, InUseReader, SourceFailureReport};
 use autopilot::lifecycle::{Policy, StorageClass};
+use autopilot::origin::Origin;
 use autopilot::ports::{Registry, Repository};
 use autopilot::prune::{Protected, PrunePlan, TAG_PRUNE};
 use autopilot::snapshot;
@@ -146,7 +147,11 @@ pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
 /// unreadable (then nothing is deleted anywhere).
 pub async fn prune(deps: &Deps, payload: Value) -> Result<Report, Error> {
     let calls_before = deps.api_calls.snapshot();
+    let origin = Origin::of(&payload);
     let request = Request::parse(payload)?;
+    if let Some(origin) = &origin {
+        origin.check_region(&deps.region)?;
+    }
     let dry_run = deps.config.dry_run || request.is_dry_run();
     let (policy, policy_source) = match &request.policy {
         Some(p) => (p, "request"),
@@ -161,6 +166,10 @@ pub async fn prune(deps: &Deps, payload: Value) -> Result<Report, Error> {
             Error::Aws(e)
         }
     })?;
+    // A scheduled event from another account prunes nothing here.
+    if let (Some(origin), Some(first)) = (&origin, repositories.first()) {
+        origin.check_account(&first.registry_id, &format!("this registry (repository {})", first.name))?;
+    }
     let mut report = Report {
         function: "prune-images",
         trigger: request.trigger,

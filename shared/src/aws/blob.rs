@@ -75,7 +75,10 @@ impl BlobClient {
             .map_err(|e| BlobError::new(format!("request failed: {}", super::error_chain(&e)), true))?;
         let status = response.status();
         if !status.is_success() {
-            return Err(BlobError::new(format!("HTTP {}", status.as_u16()), status.is_server_error()));
+            // 429 (S3 and CloudFront slow down) and 5xx pass; 403 (an
+            // expired URL) and other 4xx do not.
+            let transient = status.is_server_error() || status.as_u16() == 429;
+            return Err(BlobError::new(format!("HTTP {}", status.as_u16()), transient));
         }
         let declared = response.headers().get("content-length").and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > max_bytes) {
@@ -171,5 +174,11 @@ mod tests {
         let url = serve_once("403 Forbidden", b"expired".to_vec()).await;
         let error = client.get(&url, 1024).await.expect_err("403");
         assert_eq!(error, BlobError { message: "HTTP 403".into(), retryable: false });
+        for (status, retryable) in [("429 Too Many Requests", true), ("503 Slow Down", true), ("404 Not Found", false)]
+        {
+            let url = serve_once(status, Vec::new()).await;
+            let error = client.get(&url, 1024).await.expect_err(status);
+            assert_eq!(error.retryable, retryable, "{status}");
+        }
     }
 }

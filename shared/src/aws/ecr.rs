@@ -75,6 +75,26 @@ impl EcrRead for EcrAdapter {
     }
 
     async fn config_blob(&self, repository: &str, digest: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, AwsError> {
+        // The download is a plain HTTPS GET, outside the SDK's retries: a
+        // transient answer (429, 5xx, a reset) gets one more try, with a fresh
+        // URL, before it fails the run as Retryable.
+        match self.config_blob_once(repository, digest, max_bytes).await {
+            Err(e) if e.retryable && e.operation == "GetConfigBlob" => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                self.config_blob_once(repository, digest, max_bytes).await
+            }
+            other => other,
+        }
+    }
+}
+
+impl EcrAdapter {
+    async fn config_blob_once(
+        &self,
+        repository: &str,
+        digest: &str,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>, AwsError> {
         let output = self
             .client
             .get_download_url_for_layer()
