@@ -110,8 +110,11 @@ fn the_demo_tells_the_story_in_tables_and_json_on_request() {
     assert!(deleted
         .iter()
         .all(|r| prune.cell(r, "tags") == "<untagged>" && prune.cell(r, "reason") == "expired by rule 1"));
-    let dry = table_under(&stdout, "prune-images, dry run of the default policy on users");
+    // ...after a first run that, as on a fresh install, deleted nothing.
+    let dry = table_under(&stdout, "prune-images, the first daily run of a fresh install");
     assert_eq!(dry.rows_where("decision", "would delete").len(), 2, "{dry:?}");
+    assert!(dry.rows_where("decision", "deleted").is_empty(), "{dry:?}");
+    assert!(stdout.contains("the owner switches users on"), "the demo shows the switch");
 
     // --json keeps the reports.
     let json_out = String::from_utf8_lossy(&json.stdout);

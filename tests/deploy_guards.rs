@@ -88,6 +88,30 @@ fn reason(report: &Value, name: &str) -> String {
     report_of(report, name)["reason"].as_str().unwrap_or_default().to_string()
 }
 
+/// `(Reason, PushesSkipped)` of every skip document the function published,
+/// in order, each checked against the EMF specification and its dimensions.
+fn skips(lambda: &Lambda) -> Vec<(String, f64)> {
+    lambda
+        .emf_documents()
+        .into_iter()
+        .filter(|d| d.get("PushesSkipped").is_some())
+        .map(|d| {
+            autopilot_e2e::check_emf(&d).unwrap_or_else(|p| panic!("invalid EMF ({p}): {d}"));
+            assert_eq!(d["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Function", "Reason"]]), "{d}");
+            assert_eq!(d["Function"], "deploy-on-push");
+            (d["Reason"].as_str().unwrap_or_default().to_string(), d["PushesSkipped"].as_f64().unwrap_or_default())
+        })
+        .collect()
+}
+
+/// A WARN line naming the service for a `platform` or `older` skip.
+fn warned_about(lambda: &Lambda, service: &str, class: &str) -> bool {
+    lambda.log_records().iter().any(|r| {
+        let fields = if r.get("fields").is_some() { &r["fields"] } else { r };
+        r["level"] == "WARN" && fields["service"] == service && fields["reason_class"] == class
+    })
+}
+
 #[tokio::test]
 async fn a_code_deploy_service_is_skipped_naming_its_controller_and_nothing_is_registered() {
     let _serial = serial().await;
@@ -104,6 +128,8 @@ async fn a_code_deploy_service_is_skipped_naming_its_controller_and_nothing_is_r
     assert!(reason(&report, "users-bluegreen").starts_with("deployment controller CODE_DEPLOY"), "{report:#}");
     assert_eq!(world.revisions("users-bluegreen").await.len(), 1, "no orphan revision");
     assert!(report["apiCalls"].get("RegisterTaskDefinition").is_none());
+    assert_eq!(report_of(&report, "users-bluegreen")["reasonClass"], "controller");
+    assert_eq!(skips(&lambda), [("controller".to_string(), 1.0)]);
 }
 
 #[tokio::test]
@@ -136,7 +162,9 @@ async fn a_signature_pushed_under_glob_star_is_skipped_naming_its_type() {
     unknown["detail"]["artifact-media-type"] = json!("application/x-something-else");
     let report = lambda.invoke(&unknown).expect("handled");
     assert!(report["skipped"].as_str().unwrap_or_default().contains("application/x-something-else"));
+    assert_eq!(report["reasonClass"], "artifact");
     assert_eq!(world.service_task_definition(CLUSTER, "users").await, before);
+    assert_eq!(skips(&lambda), vec![("artifact".to_string(), 1.0); 3], "one per skipped push");
 }
 
 #[tokio::test]
@@ -167,6 +195,12 @@ async fn a_late_release_4_event_never_rolls_back_a_service_running_release_5_by_
     let other = push(&world, &["main-7"], "arm64", "m7").await;
     let main = lambda.invoke(&push_event(&other.digest, "main-7", "evt-m7")).expect("handled");
     assert!(reason(&main, "users-regex").starts_with("tag \"main-7\" is not tracked"), "{main:#}");
+    // Both late skips were counted as `older` and said at WARN, naming each
+    // service; main-7 as `not-tracked` by both services.
+    assert_eq!(skips(&lambda), [("older".to_string(), 2.0), ("not-tracked".to_string(), 2.0)]);
+    for name in ["users-glob", "users-regex"] {
+        assert!(warned_about(&lambda, name, "older"), "no WARN naming {name}: {}", lambda.log_text());
+    }
 }
 
 #[tokio::test]
@@ -211,6 +245,8 @@ async fn an_amd64_image_is_refused_for_an_arm64_service_from_its_config_blob() {
         "{report:#}"
     );
     assert_eq!(report["apiCalls"]["GetDownloadUrlForLayer"], 1);
+    assert_eq!(skips(&lambda), [("platform".to_string(), 1.0)]);
+    assert!(warned_about(&lambda, "users", "platform"), "no WARN naming users: {}", lambda.log_text());
     let arm = push(&world, &["latest"], "arm64", "graviton").await;
     let report = lambda.invoke(&push_event(&arm.digest, "latest", "evt-arm64")).expect("handled");
     assert_eq!(report_of(&report, "users")["status"], "updated", "{report:#}");

@@ -319,17 +319,30 @@ async fn malformed_and_ignored_events_make_no_writes() {
     bad_digest["detail"]["image-digest"] = json!("latest");
     let mut no_detail = event("deploy-on-push-push.json");
     no_detail.as_object_mut().expect("object").remove("detail");
+    let mut bad_tag = event("deploy-on-push-push.json");
+    bad_tag["detail"]["image-tag"] = json!("-bad tag");
+    // EventBridge events it cannot use are answered (not retried), logged
+    // at ERROR and counted in EventsRejected...
     for (payload, expected) in [
-        (json!([]), "malformed event"),
         (bad_digest, "malformed event: image-digest"),
         (no_detail, "malformed event: EventBridge envelope"),
+        (bad_tag, "malformed event: repository \"users\" or tag \"-bad tag\""),
         (event("log-groups-schedule.json"), "unexpected event"),
+    ] {
+        autopilot_e2e::assert_rejected(&lambda, &payload, expected);
+    }
+    // ...while a manual invocation gets its error, the same bad tag included.
+    for (payload, expected) in [
+        (json!([]), "malformed event"),
+        (json!({"repository": "users", "tag": "-bad tag"}), "malformed event: manual request"),
         (json!({"repository": "users", "tag": "no-such-tag"}), "not found: image users:no-such-tag"),
     ] {
         let error = lambda.invoke(&payload).expect_err("rejected");
         assert_eq!(error.error_type, "NonRetryable");
         assert!(error.error_message.starts_with(expected), "{payload} → {}", error.error_message);
     }
+    let rejected: usize = lambda.emf_documents().iter().filter(|d| d.get("EventsRejected").is_some()).count();
+    assert_eq!(rejected, 4, "errors of manual invocations are not EventsRejected");
     for (file, expected) in [
         ("deploy-on-push-push-failed.json", "the push did not succeed"),
         ("deploy-on-push-delete.json", "action-type DELETE"),

@@ -122,7 +122,8 @@ async fn scenario(function: &str) -> (Value, Vec<(&'static str, &'static str)>) 
         }
         "prune-images" => {
             prune_world(&world).await;
-            (event("prune-images-schedule.json"), vec![])
+            // A new install is a dry run: the scenario must delete.
+            (event("prune-images-schedule.json"), vec![("PRUNE_DEFAULT_MODE", "on")])
         }
         "quota-scan" => {
             prune_world(&world).await;
@@ -413,7 +414,9 @@ fn refused(result: &Result<Value, autopilot_e2e::FunctionError>) -> Result<(), S
         Ok(report) => {
             // deploy-on-push and prune-images say `skipped`; log-groups says
             // why a CloudTrail event needs nothing in its `note`.
-            let said = ["skipped", "note"].iter().any(|k| report[*k].as_str().is_some_and(|s| !s.is_empty()));
+            // (an EventBridge event rejected: answered, counted in EventsRejected)
+            let said =
+                ["skipped", "note", "rejected"].iter().any(|k| report[*k].as_str().is_some_and(|s| !s.is_empty()));
             if said {
                 Ok(())
             } else {

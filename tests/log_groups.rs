@@ -146,12 +146,18 @@ async fn malformed_and_unexpected_events_get_a_clear_error_and_no_writes() {
     wrong_call["detail"]["eventName"] = json!("DeleteService");
     let mut truncated = event("log-groups-register-task-definition.json");
     truncated["detail"].as_object_mut().expect("detail").remove("eventName");
-    let cases = [
-        (json!("not an event"), "malformed event: expected a JSON object"),
-        (json!({"dryRun": "yes"}), "malformed event: manual request"),
+    // EventBridge events: answered, not retried, and counted.
+    for (payload, expected) in [
         (truncated, "malformed event: CloudTrail detail: missing field `eventName`"),
         (wrong_source, "unexpected event: source \"aws.ecr\""),
         (wrong_call, "unexpected event: CloudTrail DeleteService"),
+    ] {
+        autopilot_e2e::assert_rejected(&lambda, &payload, expected);
+    }
+    // Manual requests: the error itself.
+    let cases = [
+        (json!("not an event"), "malformed event: expected a JSON object"),
+        (json!({"dryRun": "yes"}), "malformed event: manual request"),
         (json!({"clusters": ["no-such-cluster"]}), "not found: cluster \"no-such-cluster\""),
         (json!({"taskDefinitions": ["ghost:9"]}), "not found: task definition \"ghost:9\""),
     ];
@@ -186,7 +192,8 @@ async fn kms_key_and_other_region_groups() {
     let eu = world.task_definition_logging_to("eu-reports", &[("eu-reports", "/ecs/eu-reports")], "eu-west-1").await;
     let key = "arn:aws:kms:us-east-1:123456789012:key/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b";
     let lambda = Lambda::start("log-groups", &[("LOG_KMS_KEY_ARN", key)]);
-    let report = lambda.invoke(&json!({"clusters": [CLUSTER], "taskDefinitions": [eu]})).expect("manual run");
+    let report =
+        lambda.invoke(&json!({"clusters": [CLUSTER], "taskDefinitions": [eu], "dryRun": false})).expect("manual run");
     assert_eq!(strings(&report["created"]), ["/ecs/reports"]);
     assert_eq!(
         report["skipped"],

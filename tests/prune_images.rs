@@ -71,8 +71,8 @@ async fn the_default_policy_deletes_exactly_the_old_untagged_images_not_in_use()
     let r = registry().await;
     let before = digests(&r.world, "users").await;
     assert_eq!(before.len(), 8);
-    let lambda = Lambda::start("prune-images", &[]);
-    let report = lambda.invoke(&event("prune-images-schedule.json")).expect("prune");
+    let lambda = Lambda::start("prune-images", &[("PRUNE_DEFAULT_MODE", "on")]);
+    let report = lambda.invoke_detailed(&event("prune-images-schedule.json")).expect("prune");
     let users = users(&report);
 
     let doomed: BTreeSet<String> = r.old_untagged.iter().map(|p| p.digest.clone()).collect();
@@ -114,7 +114,7 @@ async fn the_default_policy_deletes_exactly_the_old_untagged_images_not_in_use()
     assert_eq!(emf.last().map(|d| d["ImagesProtected"].clone()), Some(json!(3.0)));
 
     // A second run finds nothing more to delete.
-    let again = lambda.invoke(&event("prune-images-schedule.json")).expect("second run");
+    let again = lambda.invoke_detailed(&event("prune-images-schedule.json")).expect("second run");
     assert!(strings(&self::users(&again)["deleted"]).is_empty());
 }
 
@@ -138,8 +138,8 @@ async fn moto_would_delete_a_child_so_the_planner_must_not() {
     assert!(out.failures().is_empty(), "moto refused: the emulator changed; revisit this test");
     assert!(!digests(&r.world, "scratch").await.contains(&child.digest));
     // ...so the children kept below are kept by our planner alone.
-    let lambda = Lambda::start("prune-images", &[]);
-    lambda.invoke(&json!({"repositories": ["users"]})).expect("prune users");
+    let lambda = Lambda::start("prune-images", &[("PRUNE_DEFAULT_MODE", "on")]);
+    lambda.invoke_detailed(&json!({"repositories": ["users"], "dryRun": false})).expect("prune users");
     let left = digests(&r.world, "users").await;
     for child in &r.children {
         assert!(left.contains(&child.digest), "child {} of the kept index was deleted", child.digest);
@@ -152,11 +152,11 @@ async fn dry_runs_and_opt_outs_delete_nothing() {
     let r = registry().await;
     let before = digests(&r.world, "users").await;
     let by_env = Lambda::start("prune-images", &[("DRY_RUN", "true")]);
-    let report = by_env.invoke(&event("prune-images-schedule.json")).expect("dry run");
+    let report = by_env.invoke_detailed(&event("prune-images-schedule.json")).expect("dry run");
     assert_eq!(report["dryRun"], true);
     assert_eq!(strings(&users(&report)["deleted"]).len(), 2, "the plan is reported");
-    let default_mode = Lambda::start("prune-images", &[]);
-    let preview = default_mode.invoke(&event("prune-images-manual-preview.json")).expect("preview");
+    let default_mode = Lambda::start("prune-images", &[("PRUNE_DEFAULT_MODE", "on")]);
+    let preview = default_mode.invoke_detailed(&event("prune-images-manual-preview.json")).expect("preview");
     assert_eq!(preview["dryRun"], true, "a policy in the payload is a preview");
     assert_eq!(preview["policySource"], "request");
     // The repository opts out, then asks for dry runs only.
@@ -164,7 +164,7 @@ async fn dry_runs_and_opt_outs_delete_nothing() {
     for (mode, expected) in [("off", "pruning is off"), ("dry-run", "")] {
         let tag = aws_sdk_ecr::types::Tag::builder().key("autopilot:prune").value(mode).build().expect("tag");
         r.world.ecr.tag_resource().resource_arn(arn).tags(tag).send().await.expect("tag the repository");
-        let report = default_mode.invoke(&event("prune-images-schedule.json")).expect("run");
+        let report = default_mode.invoke_detailed(&event("prune-images-schedule.json")).expect("run");
         let users = users(&report);
         assert!(users["skipped"].as_str().unwrap_or_default().starts_with(expected), "{users}");
         assert!(users["mode"].as_str().unwrap_or_default().starts_with(mode));
@@ -177,8 +177,8 @@ async fn dry_runs_and_opt_outs_delete_nothing() {
     // A brake below the share the policy would delete (2 of 8) stops it all.
     let untag = r.world.ecr.untag_resource().resource_arn(arn).tag_keys("autopilot:prune").send().await;
     untag.expect("untag");
-    let braked = Lambda::start("prune-images", &[("PRUNE_MAX_DELETE_PERCENT", "20")]);
-    let report = braked.invoke(&event("prune-images-schedule.json")).expect("braked run");
+    let braked = Lambda::start("prune-images", &[("PRUNE_MAX_DELETE_PERCENT", "20"), ("PRUNE_DEFAULT_MODE", "on")]);
+    let report = braked.invoke_detailed(&event("prune-images-schedule.json")).expect("braked run");
     assert!(users(&report)["brake"].as_str().unwrap_or_default().starts_with("safety brake: 2 of 8 images (25%)"));
     assert_eq!(digests(&r.world, "users").await, before, "something was deleted");
 }
@@ -200,12 +200,13 @@ async fn malformed_policies_and_payloads_are_rejected_and_nothing_is_deleted() {
         ),
         (json!({"policy": "{\"rules\": ["}), "malformed event: manual request: policy is not valid JSON"),
         (json!({"repositories": ["no-such-repository"]}), "not found: repository"),
-        (event("deploy-on-push-push.json"), "unexpected event"),
     ] {
-        let error = lambda.invoke(&payload).expect_err("rejected");
+        let error = lambda.invoke_detailed(&payload).expect_err("rejected");
         assert_eq!(error.error_type, "NonRetryable");
         assert!(error.error_message.starts_with(expected), "{payload} → {}", error.error_message);
     }
+    // An EventBridge event other than the schedule is rejected, not retried.
+    autopilot_e2e::assert_rejected(&lambda, &event("deploy-on-push-push.json"), "unexpected event");
     // An invalid PRUNE_POLICY stops the cold start, naming the rule.
     let bad = r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"tagged","tagPrefixList":["v"],"tagPatternList":["v*"],"countType":"imageCountMoreThan","countNumber":3},"action":{"type":"expire"}}]}"#;
     let mut broken = Lambda::start("prune-images", &[("PRUNE_POLICY", bad)]);
@@ -217,4 +218,92 @@ async fn malformed_policies_and_payloads_are_rejected_and_nothing_is_deleted() {
         "{log}"
     );
     assert_eq!(digests(&r.world, "users").await, before);
+}
+
+/// A new install (PRUNE_DEFAULT_MODE unset, as the template's default
+/// `dry-run`) deletes nothing and reports the plan; tagging the repository
+/// `autopilot:prune=on` switches it on.
+#[tokio::test]
+async fn a_fresh_install_reports_the_plan_and_deletes_nothing_until_switched_on() {
+    let _serial = serial().await;
+    let r = registry().await;
+    let before = digests(&r.world, "users").await;
+    let lambda = Lambda::start("prune-images", &[]);
+    let report = lambda.invoke_detailed(&event("prune-images-schedule.json")).expect("first run");
+    let doomed: BTreeSet<String> = r.old_untagged.iter().map(|p| p.digest.clone()).collect();
+    let users = users(&report);
+    assert_eq!(users["mode"], "dry-run (PRUNE_DEFAULT_MODE)", "{users}");
+    assert_eq!(users["dryRun"], true);
+    assert_eq!(strings(&users["deleted"]), doomed, "the plan names what would go");
+    assert_eq!((report["imagesDeleted"].as_u64(), report["imagesPlanned"].as_u64()), (Some(0), Some(2)), "{report:#}");
+    assert_eq!(report["repositoriesDryRun"], 1);
+    assert_eq!(digests(&r.world, "users").await, before, "a fresh install deleted something");
+    assert_eq!(lambda.emf_documents().last().map(|d| d["ImagesDeleted"].clone()), Some(json!(0.0)));
+
+    // The owner read the report and switches this repository on.
+    let arn = "arn:aws:ecr:us-east-1:123456789012:repository/users";
+    let on = aws_sdk_ecr::types::Tag::builder().key("autopilot:prune").value("on").build().expect("tag");
+    r.world.ecr.tag_resource().resource_arn(arn).tags(on).send().await.expect("tag the repository");
+    let report = lambda.invoke_detailed(&event("prune-images-schedule.json")).expect("second run");
+    let users = self::users(&report);
+    assert_eq!(users["mode"], "on (autopilot:prune)");
+    assert_eq!(strings(&users["deleted"]), doomed);
+    assert_eq!(report["imagesDeleted"], 2);
+    let mut expected = before.clone();
+    expected.retain(|d| !doomed.contains(d));
+    assert_eq!(digests(&r.world, "users").await, expected);
+}
+
+/// A multi-arch push uploads its untagged children first and the index
+/// seconds later. A count rule on untagged images that runs in between must
+/// not delete a child: the age floor (PRUNE_MIN_AGE_HOURS, default 1) keeps it.
+#[tokio::test]
+async fn an_untagged_child_younger_than_the_age_floor_survives_a_count_rule() {
+    let _serial = serial().await;
+    enable_fake_clock();
+    moto().reset();
+    let world = World::new().await;
+    world.repository("users").await;
+    moto().set_clock("-5d");
+    let old = [
+        world.push_image("users", &[], "arm64", "floor-old-1").await,
+        world.push_image("users", &[], "arm64", "floor-old-2").await,
+    ];
+    moto().set_clock("+0d");
+    world.push_image("users", &["latest"], "arm64", "floor-latest").await;
+    // the children of a push in flight: its index has not arrived yet
+    let children = [
+        world.push_image("users", &[], "amd64", "floor-child-amd64").await,
+        world.push_image("users", &[], "arm64", "floor-child-arm64").await,
+    ];
+    let policy = r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":1},"action":{"type":"expire"}}]}"#;
+    let env = [("PRUNE_POLICY", policy), ("PRUNE_DEFAULT_MODE", "on"), ("PRUNE_MAX_DELETE_PERCENT", "100")];
+
+    // Without the floor, the rule would take one of the children.
+    let mut bare_env = env.to_vec();
+    bare_env.push(("PRUNE_MIN_AGE_HOURS", "0"));
+    let bare = Lambda::start("prune-images", &bare_env);
+    let preview = bare.invoke_detailed(&json!({"dryRun": true})).expect("preview without a floor");
+    let would: BTreeSet<String> = strings(&users(&preview)["deleted"]);
+    assert_eq!(children.iter().filter(|c| would.contains(&c.digest)).count(), 1, "{preview:#}");
+
+    // With the default floor, the run deletes the old ones and keeps both children.
+    let lambda = Lambda::start("prune-images", &env);
+    let report = lambda.invoke_detailed(&event("prune-images-schedule.json")).expect("prune");
+    let users = users(&report);
+    let old_digests: BTreeSet<String> = old.iter().map(|p| p.digest.clone()).collect();
+    assert_eq!(strings(&users["deleted"]), old_digests, "{report:#}");
+    let floor: Vec<&Value> = users["protected"]
+        .as_array()
+        .expect("protected")
+        .iter()
+        .filter(|p| p["reason"] == "younger than the age floor (1 h)")
+        .collect();
+    assert_eq!(floor.len(), 1, "{users:#}");
+    assert!(children.iter().any(|c| floor[0]["digest"] == c.digest.as_str()));
+    assert_eq!(floor[0]["expiredByRule"], 1, "the rule did select it");
+    let left = digests(&world, "users").await;
+    for child in &children {
+        assert!(left.contains(&child.digest), "child {} of a push in flight was deleted", child.digest);
+    }
 }

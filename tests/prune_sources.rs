@@ -75,7 +75,7 @@ async fn prune_and_check(case: &Case, env: &[(&str, &str)], user: &str) -> Value
     let mut env = env.to_vec();
     env.extend([("PRUNE_POLICY", POLICY), ("PRUNE_DEFAULT_MODE", "on")]);
     let lambda = Lambda::start("prune-images", &env);
-    let report = lambda.invoke(&event("prune-images-schedule.json")).expect("prune");
+    let report = lambda.invoke_detailed(&event("prune-images-schedule.json")).expect("prune");
     let jobs = report["repositories"]
         .as_array()
         .and_then(|r| r.iter().find(|r| r["repository"] == REPOSITORY))

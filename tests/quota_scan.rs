@@ -55,7 +55,7 @@ async fn index_rows_are_not_double_counted_and_statuses_follow_the_thresholds() 
         "quota-scan",
         &[("STORAGE_QUOTA_BYTES", "10000"), ("IMAGES_PER_REPOSITORY_QUOTA", "5"), ("METRICS_TOP_REPOSITORIES", "1")],
     );
-    let report = lambda.invoke(&event("quota-scan-schedule.json")).expect("scan");
+    let report = lambda.invoke_detailed(&event("quota-scan-schedule.json")).expect("scan");
     let users = repository(&report, "users");
     assert_eq!(users["imageCount"], 5, "every row counts as an image, the index too");
     assert_eq!(users["indexRows"], 1);
@@ -85,7 +85,7 @@ async fn index_rows_are_not_double_counted_and_statuses_follow_the_thresholds() 
     // At the warn threshold and at the quota.
     for (quota, status) in [("9181", "warn"), ("7345", "over"), ("7346", "warn"), ("1000000", "ok")] {
         let lambda = Lambda::start("quota-scan", &[("STORAGE_QUOTA_BYTES", quota)]);
-        let report = lambda.invoke(&json!({})).expect("scan");
+        let report = lambda.invoke_detailed(&json!({})).expect("scan");
         assert_eq!(report["registry"]["status"], status, "quota {quota}: {}", report["registry"]);
         checked_emf(&lambda);
     }
@@ -96,7 +96,7 @@ async fn deduplicated_bytes_count_each_layer_once() {
     let _serial = serial().await;
     registry().await;
     let lambda = Lambda::start("quota-scan", &[("QUOTA_DEDUPE_LAYERS", "true")]);
-    let report = lambda.invoke(&json!({"repositories": ["users"]})).expect("scan");
+    let report = lambda.invoke_detailed(&json!({"repositories": ["users"]})).expect("scan");
     let users = repository(&report, "users");
     // four manifests, each with its own layer and config blob
     assert_eq!(users["deduplicatedBytes"], 4 * (LAYER + CONFIG));
@@ -109,7 +109,7 @@ async fn zero_repositories() {
     enable_fake_clock();
     moto().reset();
     let lambda = Lambda::start("quota-scan", &[]);
-    let report = lambda.invoke(&event("quota-scan-schedule.json")).expect("scan");
+    let report = lambda.invoke_detailed(&event("quota-scan-schedule.json")).expect("scan");
     assert_eq!(report["repositories"], json!([]));
     assert_eq!(report["registry"]["storageBytes"], 0);
     assert_eq!(report["registry"]["status"], "ok");
@@ -127,15 +127,23 @@ async fn bad_input_and_bad_configuration() {
         (json!(7), "malformed event: expected a JSON object"),
         (json!({"repos": ["users"]}), "malformed event: manual request: unknown field `repos`"),
         (json!({"repositories": ["no-such-repository"]}), "not found: repository"),
-        (event("deploy-on-push-push.json"), "unexpected event"),
     ] {
-        let error = lambda.invoke(&payload).expect_err("rejected");
+        let error = lambda.invoke_detailed(&payload).expect_err("rejected");
         assert_eq!(error.error_type, "NonRetryable");
         assert!(error.error_message.starts_with(expected), "{payload} → {}", error.error_message);
     }
-    let dry = lambda.invoke(&json!({"dryRun": true})).expect("dry run");
+    autopilot_e2e::assert_rejected(&lambda, &event("deploy-on-push-push.json"), "unexpected event");
+    let before = lambda.emf_documents().len();
+    let dry = lambda.invoke_detailed(&json!({"dryRun": true})).expect("dry run");
     assert_eq!(dry["registry"]["storageBytes"], 5 * CONFIG);
-    assert!(lambda.emf_documents().is_empty(), "a dry run publishes no metrics");
+    assert_eq!(lambda.emf_documents().len(), before, "a dry run publishes no metrics");
+    // A manual request is a preview unless it says "dryRun": false.
+    lambda.invoke_detailed(&json!({"repositories": ["users"]})).expect("preview");
+    assert_eq!(lambda.emf_documents().len(), before, "a manual preview publishes no metrics");
+    lambda.invoke_detailed(&json!({"repositories": ["users"], "dryRun": false})).expect("scan");
+    let docs = checked_emf(&lambda);
+    assert_eq!(docs.len(), before + 2, "the registry and users: {docs:?}");
+    assert_eq!(docs[before]["ScanCompleted"], 1.0);
     for (var, value) in [("WARN_PERCENT", "0"), ("STORAGE_QUOTA_BYTES", "500MB")] {
         let mut broken = Lambda::start("quota-scan", &[(var, value)]);
         assert!(broken.wait_for_exit(std::time::Duration::from_secs(30)), "{var}={value} started");

@@ -353,9 +353,34 @@ fn deploy_on_push_follows_rollouts_and_reads_what_its_guards_need() {
 fn prune_images_schedule_parameters_and_delete_scope() {
     let template = translated();
     let params = &template["Parameters"];
-    for name in ["PrunePolicy", "PruneMaxDeletePercent", "PruneDefaultMode", "PruneRepositoryArnPattern", "DryRun"] {
+    for name in [
+        "PrunePolicy",
+        "PruneMaxDeletePercent",
+        "PruneDefaultMode",
+        "PruneMinAgeHours",
+        "PruneRepositoryArnPattern",
+        "DryRun",
+    ] {
         assert!(!params[name].is_null(), "parameter {name}");
     }
+    // A new install deletes nothing until its owner switches it on.
+    assert_eq!(params["PruneDefaultMode"]["Default"], "dry-run");
+    assert_eq!(params["PruneDefaultMode"]["AllowedValues"], serde_json::json!(["on", "off", "dry-run"]));
+    // The age floor: one hour unless set, the same for quota-scan's figures.
+    assert_eq!(params["PruneMinAgeHours"]["Default"], 1);
+    assert_eq!(
+        (params["PruneMinAgeHours"]["MinValue"].as_u64(), params["PruneMinAgeHours"]["MaxValue"].as_u64()),
+        (Some(0), Some(8760))
+    );
+    for function in ["PruneImagesFunction", "QuotaScanFunction"] {
+        let variables = &template["Resources"][function]["Properties"]["Environment"]["Variables"];
+        assert_eq!(variables["PRUNE_MIN_AGE_HOURS"]["Ref"], "PruneMinAgeHours", "{function}");
+    }
+    assert_eq!(
+        template["Resources"]["PruneImagesFunction"]["Properties"]["Environment"]["Variables"]["PRUNE_DEFAULT_MODE"]
+            ["Ref"],
+        "PruneDefaultMode"
+    );
     let rules = resources_of(&template, "AWS::Events::Rule");
     assert!(rules.iter().any(|(_, r)| r["Properties"]["ScheduleExpression"]["Ref"] == "PruneSchedule"));
     assert_eq!(params["PruneSchedule"]["Default"], "rate(1 day)");
@@ -419,6 +444,24 @@ fn quota_scan_schedule_alarm_and_topic() {
     assert_eq!(alarm["ComparisonOperator"], "GreaterThanOrEqualToThreshold");
     assert_eq!(alarm["Dimensions"], serde_json::json!([{"Name": "Function", "Value": "quota-scan"}]));
     assert_eq!(alarm["AlarmActions"], serde_json::json!([{"Ref": "AlarmTopic"}]));
+    // No data (a scan that never ran) is not "under the threshold".
+    assert_eq!(alarm["TreatMissingData"], "missing");
+    // A scan that stopped running is an alarm of its own: two periods
+    // without ScanCompleted, absent data breaching.
+    let scans = &template["Resources"]["ScanCompletedAlarm"]["Properties"];
+    assert_eq!(scans["MetricName"], "ScanCompleted");
+    assert_eq!(scans["Namespace"]["Ref"], "MetricsNamespace");
+    assert_eq!(scans["Dimensions"], serde_json::json!([{"Name": "Function", "Value": "quota-scan"}]));
+    assert_eq!(scans["Statistic"], "Sum");
+    assert_eq!((scans["EvaluationPeriods"].as_u64(), scans["DatapointsToAlarm"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(scans["Period"]["Ref"], "QuotaScanAlarmPeriod");
+    assert_eq!(params["QuotaScanAlarmPeriod"]["Default"], 3600, "the default QuotaSchedule's interval");
+    assert_eq!(
+        (scans["ComparisonOperator"].as_str(), scans["Threshold"].as_f64()),
+        (Some("LessThanThreshold"), Some(1.0))
+    );
+    assert_eq!(scans["TreatMissingData"], "breaching");
+    assert_eq!(scans["AlarmActions"], serde_json::json!([{"Ref": "AlarmTopic"}]));
     let subscription = &template["Resources"]["AlarmEmailSubscription"];
     assert_eq!(subscription["Condition"], "HasAlarmEmail");
     assert_eq!(subscription["Properties"]["Protocol"], "email");
@@ -542,6 +585,66 @@ fn every_function_has_errors_and_duration_alarms() {
     }
 }
 
+/// EventBridge events a function rejects (answered, not retried) are counted
+/// in `EventsRejected`; one alarm adds up every function's count.
+#[test]
+fn events_rejected_alarm_watches_every_function() {
+    let template = translated();
+    let alarm = &template["Resources"]["EventsRejectedAlarm"]["Properties"];
+    let queries = alarm["Metrics"].as_array().expect("a metric-math alarm");
+    let returned: Vec<&Value> = queries.iter().filter(|q| q["ReturnData"] == true).collect();
+    assert_eq!(returned.len(), 1, "one expression is the alarm's series");
+    let expression = returned[0]["Expression"].as_str().expect("an expression");
+    let mut watched = BTreeSet::new();
+    for query in queries.iter().filter(|q| q["ReturnData"] == false) {
+        let stat = &query["MetricStat"];
+        assert_eq!(stat["Metric"]["MetricName"], "EventsRejected");
+        assert_eq!(stat["Metric"]["Namespace"]["Ref"], "MetricsNamespace");
+        assert_eq!(stat["Stat"], "Sum");
+        let id = query["Id"].as_str().expect("id");
+        assert!(expression.contains(&format!("FILL({id}, 0)")), "{id} is not summed: {expression}");
+        let dimensions = stat["Metric"]["Dimensions"].as_array().expect("dimensions");
+        assert_eq!(dimensions.len(), 1);
+        assert_eq!(dimensions[0]["Name"], "Function");
+        watched.insert(dimensions[0]["Value"].as_str().expect("function").to_string());
+    }
+    assert_eq!(
+        watched,
+        ["deploy-on-push", "log-groups", "prune-images", "quota-scan"].map(String::from).into_iter().collect(),
+        "every function"
+    );
+    assert_eq!(
+        (alarm["ComparisonOperator"].as_str(), alarm["Threshold"].as_f64()),
+        (Some("GreaterThanThreshold"), Some(0.0))
+    );
+    assert_eq!(alarm["TreatMissingData"], "notBreaching", "no rejection is no data");
+    assert_eq!(alarm["AlarmActions"], serde_json::json!([{"Ref": "AlarmTopic"}]));
+    assert!(emitted_metric_names().contains("EventsRejected"), "no function emits EventsRejected");
+}
+
+/// Every alarm on one of our metrics names a metric some function emits.
+#[test]
+fn alarms_watch_metrics_the_functions_emit() {
+    let template = translated();
+    let emitted = emitted_metric_names();
+    for (name, alarm) in alarms(&template) {
+        let p = &alarm["Properties"];
+        let mut ours: Vec<&Value> = Vec::new();
+        if p["Namespace"]["Ref"] == "MetricsNamespace" {
+            ours.push(&p["MetricName"]);
+        }
+        for query in p["Metrics"].as_array().into_iter().flatten() {
+            if query["MetricStat"]["Metric"]["Namespace"]["Ref"] == "MetricsNamespace" {
+                ours.push(&query["MetricStat"]["Metric"]["MetricName"]);
+            }
+        }
+        for metric in ours {
+            let metric = metric.as_str().unwrap_or_default();
+            assert!(emitted.contains(metric), "{name} watches {metric}, which no function emits");
+        }
+    }
+}
+
 /// `MetricsNamespace` reaches every function's METRICS_NAMESPACE and every
 /// alarm on our own metrics.
 #[test]
@@ -555,11 +658,22 @@ fn metrics_namespace_is_one_parameter() {
         );
     }
     for (name, alarm) in alarms(&template) {
-        let namespace = &alarm["Properties"]["Namespace"];
-        assert!(
-            namespace.as_str().is_some_and(|n| n.starts_with("AWS/")) || namespace["Ref"] == "MetricsNamespace",
-            "{name}: namespace {namespace}"
-        );
+        let p = &alarm["Properties"];
+        let mut namespaces = vec![&p["Namespace"]];
+        if let Some(queries) = p["Metrics"].as_array() {
+            namespaces = queries
+                .iter()
+                .filter(|q| !q["MetricStat"].is_null())
+                .map(|q| &q["MetricStat"]["Metric"]["Namespace"])
+                .collect();
+            assert!(!namespaces.is_empty(), "{name}: a metric-math alarm over no metric");
+        }
+        for namespace in namespaces {
+            assert!(
+                namespace.as_str().is_some_and(|n| n.starts_with("AWS/")) || namespace["Ref"] == "MetricsNamespace",
+                "{name}: namespace {namespace}"
+            );
+        }
     }
 }
 
@@ -597,16 +711,6 @@ fn emitted_metric_names() -> BTreeSet<String> {
     }
     names
 }
-
-/// Metrics the dashboard shows that other issues of this round are adding
-/// (expected from issue 9: rollout outcomes; from issue 13: skip reasons).
-/// Once those are merged the names are emitted and this list can go.
-const EXPECTED_FROM_OTHER_ISSUES: &[(&str, &str)] = &[
-    ("RolloutsSucceeded", "issue 9"),
-    ("RolloutsFailed", "issue 9"),
-    ("RolloutsRolledBack", "issue 9"),
-    ("PushesSkipped", "issue 13"),
-];
 
 /// The Lambda metrics the dashboard may use.
 const LAMBDA_METRICS: &[&str] = &["Errors", "Duration", "Invocations", "Throttles"];
@@ -672,12 +776,22 @@ fn widget_metrics(widget: &Value) -> Vec<(String, String, String)> {
 fn dashboard_shows_only_metrics_the_functions_emit() {
     let template = translated();
     let emitted = emitted_metric_names();
-    for known in ["RegistryStorageUtilization", "ImagesDeleted", "LogGroupsCreated", "ServicesUpdated"] {
+    for known in [
+        "RegistryStorageUtilization",
+        "ImagesDeleted",
+        "LogGroupsCreated",
+        "ServicesUpdated",
+        "RolloutsSucceeded",
+        "RolloutsFailed",
+        "RolloutsRolledBack",
+        "PushesSkipped",
+        "EventsRejected",
+        "ScanCompleted",
+    ] {
         assert!(emitted.contains(known), "the source scan missed {known}: {emitted:?}");
     }
     let body = dashboard(&template);
     let widgets = body["widgets"].as_array().expect("widgets");
-    let mut pending_seen = BTreeSet::new();
     let mut titles = BTreeSet::new();
     let mut shown = BTreeSet::new();
     for widget in widgets {
@@ -688,19 +802,15 @@ fn dashboard_shows_only_metrics_the_functions_emit() {
             match namespace.as_str() {
                 "AWS/Lambda" => assert!(LAMBDA_METRICS.contains(&metric.as_str()), "AWS/Lambda {metric}"),
                 "<MetricsNamespace>" => {
-                    if !emitted.contains(&metric) {
-                        let pending = EXPECTED_FROM_OTHER_ISSUES.iter().find(|(name, _)| *name == metric);
-                        let (_, issue) = pending.unwrap_or_else(|| {
-                            panic!("the dashboard shows {metric}, which no function emits (emitted: {emitted:?})")
-                        });
-                        pending_seen.insert(format!("{metric} (expected from {issue})"));
-                    }
+                    assert!(
+                        emitted.contains(&metric),
+                        "the dashboard shows {metric}, which no function emits (emitted: {emitted:?})"
+                    );
                 }
                 other => panic!("{metric}: namespace {other} is neither MetricsNamespace nor AWS/Lambda"),
             }
         }
     }
-    eprintln!("dashboard metrics not emitted yet: {pending_seen:?}");
     // What the issue asks the dashboard to show.
     for needed in [
         "RegistryStorageUtilization",
@@ -709,6 +819,8 @@ fn dashboard_shows_only_metrics_the_functions_emit() {
         "RolloutsFailed",
         "RolloutsRolledBack",
         "PushesSkipped",
+        "EventsRejected",
+        "ScanCompleted",
         "ImagesDeleted",
         "ImagesProtected",
         "BytesReclaimed",
@@ -737,6 +849,15 @@ fn dashboard_shows_only_metrics_the_functions_emit() {
         }
     }
     assert_eq!(titles.len(), widgets.len(), "widget titles are distinct");
+    // Skipped pushes get a widget of their own, a line per reason class.
+    assert!(titles.contains("Pushes skipped, by reason"), "{titles:?}");
+    assert!(
+        raw.contains(r#"SEARCH('{${MetricsNamespace},Function,Reason} MetricName=\"PushesSkipped\"'"#),
+        "no line per Reason"
+    );
+    for alarm in ["ScanCompletedAlarm", "EventsRejectedAlarm"] {
+        assert!(raw.contains(&format!("${{{alarm}.Arn}}")), "the alarm widget lacks {alarm}");
+    }
     let url = template["Outputs"]["DashboardUrl"]["Value"]["Fn::Sub"].as_str().expect("a DashboardUrl output");
     assert!(url.contains("#dashboards/dashboard/${Dashboard}") && url.contains("region=${AWS::Region}"), "{url}");
 }

@@ -153,6 +153,12 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
         Ok(self.in_range("PRUNE_MAX_DELETE_PERCENT", 80, 1, 100)? as u32)
     }
 
+    /// `PRUNE_MIN_AGE_HOURS`: the age floor, whole hours from 0 (no floor) to
+    /// 8760 (a year), default 1. Nothing younger is deleted or archived.
+    pub fn prune_min_age_hours(&self) -> Result<u32, Error> {
+        Ok(self.in_range("PRUNE_MIN_AGE_HOURS", 1, 0, 8760)? as u32)
+    }
+
     /// A lifecycle-policy document (see [`crate::lifecycle`]); `default` when unset.
     pub fn lifecycle_policy(&self, name: &'static str, default: &str) -> Result<crate::lifecycle::Policy, Error> {
         let raw = self.get(name).unwrap_or_else(|| default.to_string());
@@ -245,6 +251,20 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_age_floor_is_whole_hours_up_to_a_year() {
+        assert_eq!(vars(&[]).prune_min_age_hours().unwrap(), 1);
+        assert_eq!(vars(&[("PRUNE_MIN_AGE_HOURS", "0")]).prune_min_age_hours().unwrap(), 0);
+        assert_eq!(vars(&[("PRUNE_MIN_AGE_HOURS", "48")]).prune_min_age_hours().unwrap(), 48);
+        for bad in ["-1", "1.5", "8761", "1h"] {
+            let err = vars(&[("PRUNE_MIN_AGE_HOURS", bad)]).prune_min_age_hours().unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("invalid configuration: PRUNE_MIN_AGE_HOURS={bad:?}: allowed: a whole number from 0 to 8760")
+            );
+        }
     }
 
     #[test]

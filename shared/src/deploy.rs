@@ -135,9 +135,45 @@ pub enum Decision {
     Skip(String),
 }
 
+/// Why a push did not reach a service, as the classes the `PushesSkipped`
+/// metric counts (its `Reason` dimension) and the report's `reasonClass`.
+/// Skips outside these classes (a replay of what runs already, an invalid
+/// tag value, an image deleted since) are not counted there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SkipClass {
+    /// The image has no variant for the service's platform.
+    Platform,
+    /// Older than what the service runs, or a tag that has moved on since.
+    Older,
+    /// The service does not follow the pushed tag.
+    NotTracked,
+    /// Not a container image (a signature, an SBOM, a chart…).
+    Artifact,
+    /// A CODE_DEPLOY or EXTERNAL service, which UpdateService cannot deploy.
+    Controller,
+}
+
+impl SkipClass {
+    pub const ALL: [SkipClass; 5] =
+        [SkipClass::Platform, SkipClass::Older, SkipClass::NotTracked, SkipClass::Artifact, SkipClass::Controller];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipClass::Platform => "platform",
+            SkipClass::Older => "older",
+            SkipClass::NotTracked => "not-tracked",
+            SkipClass::Artifact => "artifact",
+            SkipClass::Controller => "controller",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServicePlan {
     pub decision: Decision,
+    /// The class of a skip, when it is one `PushesSkipped` counts.
+    pub skip_class: Option<SkipClass>,
     /// The `autopilot:track` policy applied, as text.
     pub track: Option<String>,
     pub warnings: Vec<String>,
@@ -175,21 +211,24 @@ pub fn plan_service(
     if matching.is_empty() {
         return None;
     }
-    let mut plan = ServicePlan { decision: Decision::Skip(String::new()), track: None, warnings: Vec::new() };
-    let skip = |mut plan: ServicePlan, reason: String| {
+    let mut plan =
+        ServicePlan { decision: Decision::Skip(String::new()), skip_class: None, track: None, warnings: Vec::new() };
+    let skip = |mut plan: ServicePlan, class: Option<SkipClass>, reason: String| {
         plan.decision = Decision::Skip(reason);
+        plan.skip_class = class;
         Some(plan)
     };
     let opt_in = match OptIn::of(service) {
         Ok(OptIn::Off) => return None,
         Ok(o) => o,
-        Err(reason) => return skip(plan, reason),
+        Err(reason) => return skip(plan, None, reason),
     };
     if let Some(controller) =
         service.deployment_controller.as_deref().filter(|c| matches!(*c, "CODE_DEPLOY" | "EXTERNAL"))
     {
         return skip(
             plan,
+            Some(SkipClass::Controller),
             format!(
                 "deployment controller {controller}: UpdateService cannot change this service's task definition; \
                  deploy it through {}",
@@ -213,7 +252,7 @@ pub fn plan_service(
     let explicit = match service.tags.get(TAG_TRACK) {
         Some(value) => match Track::parse(value) {
             Ok(track) => Some(track),
-            Err(problem) => return skip(plan, format!("invalid {TAG_TRACK}: {problem}")),
+            Err(problem) => return skip(plan, None, format!("invalid {TAG_TRACK}: {problem}")),
         },
         None => None,
     };
@@ -242,14 +281,18 @@ pub fn plan_service(
         } else {
             format!("tag {:?} is not tracked ({})", push.tag, policies.join(", "))
         };
-        return skip(plan, reason);
+        return skip(plan, Some(SkipClass::NotTracked), reason);
     }
 
     let Some(pushed) = &facts.pushed else {
-        return skip(plan, format!("image {} is no longer in the repository", push.digest));
+        return skip(plan, None, format!("image {} is no longer in the repository", push.digest));
     };
     if !pushed.tags.contains(&push.tag) {
-        return skip(plan, format!("stale event: tag {:?} now points to another image", push.tag));
+        return skip(
+            plan,
+            Some(SkipClass::Older),
+            format!("stale event: tag {:?} now points to another image", push.tag),
+        );
     }
     // What each accepted container runs now: its pinned digest, else the
     // digest ECS pinned when it resolved the container's tag.
@@ -257,7 +300,7 @@ pub fn plan_service(
         image.digest.clone().or_else(|| facts.pinned_by_ecs.get(&(service.arn.clone(), name.to_string())).cloned())
     };
     if accepted.iter().all(|(name, image, _)| running_digest(name, image).as_deref() == Some(push.digest.as_str())) {
-        return skip(plan, format!("already running {}", push.digest));
+        return skip(plan, None, format!("already running {}", push.digest));
     }
 
     for (name, image, track) in &accepted {
@@ -274,6 +317,7 @@ pub fn plan_service(
                     let at = running.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
                     return skip(
                         plan,
+                        Some(SkipClass::Older),
                         format!("older version: {name} runs {running_version}{at}, the push is {pushed_version}"),
                     );
                 }
@@ -284,6 +328,7 @@ pub fn plan_service(
                     if running_image.tags.is_empty() { "untagged".into() } else { running_image.tags.join(", ") };
                 return skip(
                     plan,
+                    Some(SkipClass::Older),
                     format!("older push: {name} runs {} ({tags}), pushed after this image", running_image.digest),
                 );
             }
@@ -298,6 +343,7 @@ pub fn plan_service(
                     let offered: Vec<String> = offered.iter().map(|p| format!("{}/{}", p.os, p.architecture)).collect();
                     return skip(
                         plan,
+                        Some(SkipClass::Platform),
                         format!(
                             "platform mismatch: the service runs {}/{} ({source}), the image offers {}",
                             platform.os,
@@ -595,6 +641,36 @@ mod tests {
         let Decision::Update { changes, .. } = plan.decision else { panic!("expected update") };
         assert_eq!(changes.iter().map(|c| c.container.as_str()).collect::<Vec<_>>(), ["worker"]);
         assert!(plan.warnings.iter().any(|w| w.contains("\"ghost\"")));
+    }
+
+    #[test]
+    fn skips_are_classified_for_the_pushes_skipped_metric() {
+        let class = |p: &Push, s: &Service, t: &TaskDefinition, f: &ImageFacts| {
+            plan_service(p, s, t, f, false).expect("considered").skip_class
+        };
+        let t = td(&[("users", &format!("{HOST}/users:latest"))]);
+        let s = service(&[(TAG_DEPLOY, "on")]);
+        let f = facts(image(2, &["latest"], 1));
+        assert_eq!(class(&push("latest", 2), &s, &t, &f), None, "a deploy is no skip");
+        let mut code_deploy = s.clone();
+        code_deploy.deployment_controller = Some("CODE_DEPLOY".into());
+        assert_eq!(class(&push("latest", 2), &code_deploy, &t, &f), Some(SkipClass::Controller));
+        let main = facts(image(2, &["main"], 1));
+        assert_eq!(class(&push("main", 2), &s, &t, &main), Some(SkipClass::NotTracked));
+        let amd64 = ImageFacts { platforms: Some(vec![linux("amd64")]), ..f.clone() };
+        assert_eq!(class(&push("latest", 2), &s, &t, &amd64), Some(SkipClass::Platform));
+        let pinned = td(&[("users", &format!("{HOST}/users:latest@{}", digest(3)))]);
+        let older =
+            ImageFacts { running: [(digest(3), image(3, &[], 200))].into(), ..facts(image(2, &["latest"], 100)) };
+        assert_eq!(class(&push("latest", 2), &s, &pinned, &older), Some(SkipClass::Older));
+        let stale = facts(image(2, &["old"], 300));
+        assert_eq!(class(&push("latest", 2), &s, &t, &stale), Some(SkipClass::Older), "a tag moved on");
+        let running = td(&[("users", &format!("{HOST}/users:latest@{}", digest(2)))]);
+        assert_eq!(class(&push("latest", 2), &s, &running, &f), None, "a replay is not counted");
+        let invalid = service(&[(TAG_DEPLOY, "yes")]);
+        assert_eq!(class(&push("latest", 2), &invalid, &t, &f), None);
+        let names: Vec<&str> = SkipClass::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names, ["platform", "older", "not-tracked", "artifact", "controller"]);
     }
 
     #[test]

@@ -97,6 +97,30 @@ pub struct Protected {
 /// Added to the reason of a protected image that a rule would have archived.
 pub const NOT_ARCHIVED: &str = "not archived either: an archived image cannot be pulled";
 
+/// The planner's safety settings, whatever the policy says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Safety {
+    /// The brake: a plan that would delete or archive more than this share
+    /// of a repository's images does neither there (`PRUNE_MAX_DELETE_PERCENT`).
+    pub max_delete_percent: u32,
+    /// The age floor: an image pushed less than this many seconds ago is
+    /// neither deleted nor archived (`PRUNE_MIN_AGE_HOURS`). A multi-arch
+    /// push uploads its untagged children first and the index seconds later:
+    /// without a floor, a count rule on untagged images could delete the
+    /// children of an index still in flight.
+    pub min_age_seconds: i64,
+}
+
+impl Safety {
+    /// The brake alone, no age floor.
+    pub fn brake(max_delete_percent: u32) -> Safety {
+        Safety { max_delete_percent, min_age_seconds: 0 }
+    }
+}
+
+/// The reason a protected image gives when the age floor kept it.
+pub const YOUNGER_THAN_FLOOR: &str = "younger than the age floor";
+
 /// One repository's plan. Apply order: `delete_indexes`, then
 /// `delete_images`, then `transition_images`; an image whose index in
 /// `index_children` failed to delete is neither deleted nor archived (ECR
@@ -186,7 +210,9 @@ pub fn in_use(repository: &RepositoryId, images: &[RepoImage], uses: &InUse) -> 
 /// The whole plan for one repository. `children` maps each index digest to
 /// the digests it references (read with BatchGetImage); `referrers` maps a
 /// subject digest to its referrers (ListImageReferrers); `now` is seconds
-/// since the epoch; `max_delete_percent` is the safety brake.
+/// since the epoch; `safety` holds the brake and the age floor. An image
+/// younger than the floor is protected like one in use (so its children and
+/// referrers are kept too).
 pub fn plan(
     policy: &Policy,
     images: &[RepoImage],
@@ -194,8 +220,9 @@ pub fn plan(
     children: &BTreeMap<String, Vec<String>>,
     referrers: &BTreeMap<String, Vec<String>>,
     now: i64,
-    max_delete_percent: u32,
+    safety: Safety,
 ) -> PrunePlan {
+    let max_delete_percent = safety.max_delete_percent;
     let candidates: Vec<Candidate> = images.iter().map(RepoImage::candidate).collect();
     let decisions = policy.evaluate(&candidates, now);
     let expired: BTreeMap<&str, u32> =
@@ -208,6 +235,23 @@ pub fn plan(
     // far: the expired, and the referrers of anything doomed. Protections
     // only grow, so doomed only shrinks, and the loop ends.
     let mut reasons: BTreeMap<String, String> = in_use.clone();
+    if safety.min_age_seconds > 0 {
+        // What a rule selected, and referrers (deleted with their subject
+        // whatever their age): an image nothing would touch needs no
+        // protection, and listing it would only swell the report.
+        let referrer: BTreeSet<&String> = referrers.values().flatten().collect();
+        let selected = images.iter().filter(|i| decisions.contains_key(&i.digest) || referrer.contains(&i.digest));
+        for image in selected.filter(|i| now - i.pushed_at < safety.min_age_seconds) {
+            let floor = format!("{YOUNGER_THAN_FLOOR} ({})", age_floor_text(safety.min_age_seconds));
+            reasons
+                .entry(image.digest.clone())
+                .and_modify(|r| {
+                    r.push_str("; ");
+                    r.push_str(&floor)
+                })
+                .or_insert(floor);
+        }
+    }
     let doomed = loop {
         let doomed = doomed_by(&expired, &reasons, referrers, &by_digest);
         let mut added = false;
@@ -305,6 +349,15 @@ pub fn plan(
     plan
 }
 
+/// `1 h`, or `90 min` when the floor is not whole hours.
+fn age_floor_text(seconds: i64) -> String {
+    if seconds % 3600 == 0 {
+        format!("{} h", seconds / 3600)
+    } else {
+        format!("{} min", (seconds + 59) / 60)
+    }
+}
+
 /// What is deleted given the protections so far: the expired ones that are
 /// not protected, and, transitively, the unprotected referrers of those.
 fn doomed_by<'a>(
@@ -393,7 +446,8 @@ mod tests {
         let mut uses = InUse::default();
         uses.add_reference(format!("{HOST}/users@{}", d(3)), service("prod/users"));
         let protected = in_use(&repo(), &images, &uses);
-        let plan = plan(&default_policy(), &images, &protected, &BTreeMap::new(), &BTreeMap::new(), NOW, 100);
+        let plan =
+            plan(&default_policy(), &images, &protected, &BTreeMap::new(), &BTreeMap::new(), NOW, Safety::brake(100));
         assert_eq!(plan.delete_images, [d(2), d(4)]);
         assert_eq!(plan.protected.len(), 1);
         assert_eq!(plan.protected[0].reason, "in use by service prod/users in us-east-1 (pinned by digest)");
@@ -429,7 +483,8 @@ mod tests {
         // with an SBOM (3) that has its own signature (4), all untagged old
         let images = [img(1, &["latest"], 0), img(2, &[], 5), img(3, &[], 0), img(4, &[], 0), img(5, &[], 5)];
         let referrers = BTreeMap::from([(d(1), vec![d(5)]), (d(2), vec![d(3)]), (d(3), vec![d(4)])]);
-        let plan = plan(&default_policy(), &images, &BTreeMap::new(), &BTreeMap::new(), &referrers, NOW, 100);
+        let plan =
+            plan(&default_policy(), &images, &BTreeMap::new(), &BTreeMap::new(), &referrers, NOW, Safety::brake(100));
         // THEN 3 and 4 go, though young, because their subject goes, before it
         assert_eq!(plan.delete_referrers, [d(3), d(4)]);
         assert_eq!(plan.delete_images, [d(2)]);
@@ -438,7 +493,8 @@ mod tests {
         assert_eq!(plan.protected[0].reason, format!("referrer of kept image {}", d(1)));
         // AND when something uses the image, its referrers stay too
         let uses = BTreeMap::from([(d(2), "in use by Lambda function f:1 in us-east-1 (digest)".to_string())]);
-        let kept = super::plan(&default_policy(), &images, &uses, &BTreeMap::new(), &referrers, NOW, 100);
+        let kept =
+            super::plan(&default_policy(), &images, &uses, &BTreeMap::new(), &referrers, NOW, Safety::brake(100));
         assert_eq!(kept.deletions(), 0, "{kept:?}");
     }
 
@@ -447,7 +503,8 @@ mod tests {
         // GIVEN a tagged multi-arch index with two platform children and an attestation, all untagged and old
         let images = [index(10, &["latest"], 5), img(11, &[], 5), img(12, &[], 5), img(13, &[], 5)];
         let children = BTreeMap::from([(d(10), vec![d(11), d(12), d(13)])]);
-        let plan = plan(&default_policy(), &images, &BTreeMap::new(), &children, &BTreeMap::new(), NOW, 100);
+        let plan =
+            plan(&default_policy(), &images, &BTreeMap::new(), &children, &BTreeMap::new(), NOW, Safety::brake(100));
         assert!(plan.delete_images.is_empty() && plan.delete_indexes.is_empty(), "{plan:?}");
         assert_eq!(plan.protected.len(), 3);
         assert!(plan.protected.iter().all(|p| p.reason == format!("part of kept index {}", d(10))));
@@ -457,7 +514,8 @@ mod tests {
     fn an_expired_untagged_index_goes_first_and_its_orphans_follow() {
         let images = [index(10, &[], 5), img(11, &[], 5), img(12, &[], 5), img(1, &["latest"], 0)];
         let children = BTreeMap::from([(d(10), vec![d(11), d(12)])]);
-        let plan = plan(&default_policy(), &images, &BTreeMap::new(), &children, &BTreeMap::new(), NOW, 100);
+        let plan =
+            plan(&default_policy(), &images, &BTreeMap::new(), &children, &BTreeMap::new(), NOW, Safety::brake(100));
         assert_eq!(plan.delete_indexes, [d(10)]);
         assert_eq!(plan.delete_images, [d(11), d(12)]);
     }
@@ -467,7 +525,7 @@ mod tests {
         let images = [index(10, &[], 5), img(11, &[], 5)];
         let children = BTreeMap::from([(d(10), vec![d(11)])]);
         let uses = BTreeMap::from([(d(10), "in use by service prod/users (pinned by digest)".to_string())]);
-        let plan = plan(&default_policy(), &images, &uses, &children, &BTreeMap::new(), NOW, 100);
+        let plan = plan(&default_policy(), &images, &uses, &children, &BTreeMap::new(), NOW, Safety::brake(100));
         assert_eq!(plan.deletions(), 0);
         assert_eq!(plan.protected.len(), 2);
     }
@@ -475,16 +533,87 @@ mod tests {
     #[test]
     fn the_safety_brake_stops_a_repository() {
         let images = [img(1, &["latest"], 0), img(2, &[], 3), img(3, &[], 5)];
-        let plan = plan(&default_policy(), &images, &BTreeMap::new(), &BTreeMap::new(), &BTreeMap::new(), NOW, 50);
+        let plan = plan(
+            &default_policy(),
+            &images,
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            NOW,
+            Safety::brake(50),
+        );
         assert_eq!(plan.deletions(), 2);
         assert!(
             plan.brake.as_deref().unwrap_or("").starts_with("safety brake: 2 of 3 images (66%)"),
             "{:?}",
             plan.brake
         );
-        let allowed =
-            super::plan(&default_policy(), &images, &BTreeMap::new(), &BTreeMap::new(), &BTreeMap::new(), NOW, 70);
+        let allowed = super::plan(
+            &default_policy(),
+            &images,
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            NOW,
+            Safety::brake(70),
+        );
         assert_eq!(allowed.brake, None);
+    }
+
+    #[test]
+    fn a_multi_arch_push_in_flight_keeps_its_young_children() {
+        // GIVEN the tutorials' count rule on untagged images, two old
+        // untagged leftovers, and the two untagged children of a multi-arch
+        // push uploaded 30 s ago, whose index has not arrived yet
+        let policy = Policy::from_value(&serde_json::json!({"rules": [
+            {"rulePriority": 1, "selection": {"tagStatus": "untagged", "countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "expire"}},
+        ]}))
+        .expect("valid");
+        let young = |n: u32, seconds: i64| RepoImage { pushed_at: NOW - seconds, ..img(n, &[], 0) };
+        let images = [img(1, &[], 5), img(2, &[], 4), young(3, 40), young(4, 30)];
+        let floor = Safety { max_delete_percent: 100, min_age_seconds: 3600 };
+        let plan = plan(&policy, &images, &BTreeMap::new(), &BTreeMap::new(), &BTreeMap::new(), NOW, floor);
+        // THEN the rule keeps the newest child and expires the three others;
+        // the floor keeps the other child
+        assert_eq!(plan.expired_by_rule.get(&1), Some(&3));
+        assert_eq!(plan.delete_images, [d(1), d(2)]);
+        let kept: Vec<(&str, &str)> = plan.protected.iter().map(|p| (p.digest.as_str(), p.reason.as_str())).collect();
+        assert_eq!(kept, [(d(3).as_str(), "younger than the age floor (1 h)")]);
+        assert_eq!(plan.protected[0].expired_by_rule, Some(1));
+        // AND without the floor the rule deletes a child of the push in flight
+        let bare = super::plan(
+            &policy,
+            &images,
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            NOW,
+            Safety::brake(100),
+        );
+        assert!(bare.delete_images.contains(&d(3)), "{bare:?}");
+        // AND an image in use and young gives both reasons
+        let uses = BTreeMap::from([(d(3), "in use by task prod/abc in us-east-1 (digest)".to_string())]);
+        let both = super::plan(&policy, &images, &uses, &BTreeMap::new(), &BTreeMap::new(), NOW, floor);
+        assert_eq!(
+            both.protected[0].reason,
+            "in use by task prod/abc in us-east-1 (digest); younger than the age floor (1 h)"
+        );
+        // AND a young untagged index keeps its old children
+        // (9 is the newest, which the rule keeps; 10 is expired)
+        let images = [
+            RepoImage { pushed_at: NOW - 100, ..index(10, &[], 0) },
+            RepoImage { pushed_at: NOW - 10, ..index(9, &[], 0) },
+            img(11, &[], 5),
+            img(12, &[], 5),
+        ];
+        let children = BTreeMap::from([(d(10), vec![d(11), d(12)])]);
+        let minutes = Safety { max_delete_percent: 100, min_age_seconds: 90 * 60 };
+        let plan = super::plan(&policy, &images, &BTreeMap::new(), &children, &BTreeMap::new(), NOW, minutes);
+        assert_eq!(plan.deletions(), 0, "{plan:?}");
+        let floor_kept = plan.protected.iter().find(|p| p.digest == d(10)).expect("the index is protected");
+        assert_eq!(floor_kept.reason, "younger than the age floor (90 min)");
+        let child = plan.protected.iter().find(|p| p.digest == d(11)).expect("its child is protected");
+        assert_eq!(child.reason, format!("part of kept index {}", d(10)));
     }
 
     /// Archive what has not been pushed for 30 days, delete what has been in
@@ -508,7 +637,15 @@ mod tests {
             archived(4, &["v0"], 400, 100),
             archived(5, &[], 300, 10),
         ];
-        let plan = plan(&archive_policy(), &images, &BTreeMap::new(), &BTreeMap::new(), &BTreeMap::new(), NOW, 100);
+        let plan = plan(
+            &archive_policy(),
+            &images,
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            NOW,
+            Safety::brake(100),
+        );
         assert_eq!(plan.transition_images, [d(2), d(3)]);
         assert_eq!(plan.delete_images, [d(4)]);
         assert!(plan.delete_indexes.is_empty() && plan.protected.is_empty());
@@ -529,7 +666,7 @@ mod tests {
         );
         uses.add_digest(d(3), User::new(Source::Task, "prod/abc", "us-east-1"));
         let used = in_use(&repo(), &images, &uses);
-        let plan = plan(&archive_policy(), &images, &used, &BTreeMap::new(), &BTreeMap::new(), NOW, 100);
+        let plan = plan(&archive_policy(), &images, &used, &BTreeMap::new(), &BTreeMap::new(), NOW, Safety::brake(100));
         assert!(plan.transition_images.is_empty(), "{plan:?}");
         assert_eq!(plan.protected.len(), 2);
         assert_eq!(
@@ -557,7 +694,7 @@ mod tests {
         .expect("valid");
         let images = [index(10, &["v1"], 40), img(11, &[], 40), img(12, &[], 40), img(13, &[], 40)];
         let children = BTreeMap::from([(d(10), vec![d(11), d(12)])]);
-        let plan = plan(&policy, &images, &BTreeMap::new(), &children, &BTreeMap::new(), NOW, 100);
+        let plan = plan(&policy, &images, &BTreeMap::new(), &children, &BTreeMap::new(), NOW, Safety::brake(100));
         assert_eq!(plan.transition_images, [d(10)]);
         assert_eq!(plan.delete_images, [d(13)]);
         let kept: Vec<(&str, &str)> = plan.protected.iter().map(|p| (p.digest.as_str(), p.reason.as_str())).collect();
@@ -568,7 +705,15 @@ mod tests {
     #[test]
     fn the_safety_brake_counts_archiving() {
         let images = [img(1, &["latest"], 1), img(2, &["v1"], 40), img(3, &["v2"], 50)];
-        let plan = plan(&archive_policy(), &images, &BTreeMap::new(), &BTreeMap::new(), &BTreeMap::new(), NOW, 50);
+        let plan = plan(
+            &archive_policy(),
+            &images,
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            NOW,
+            Safety::brake(50),
+        );
         assert_eq!(
             plan.brake.as_deref(),
             Some("safety brake: 2 of 3 images (66%) would be archived, more than PRUNE_MAX_DELETE_PERCENT=50; nothing archived in this repository")
@@ -795,7 +940,7 @@ mod tests {
             ]})).expect("valid");
             let uses = read(sources_of(&consumers, images.len()));
             let used = in_use(&repo(), &images, &uses);
-            let p = plan(&policy, &images, &used, &children, &referrers, NOW, 100);
+            let p = plan(&policy, &images, &used, &children, &referrers, NOW, Safety::brake(100));
             let deleted: BTreeSet<&String> = p.to_delete().collect();
             for protected in &p.protected {
                 prop_assert!(!deleted.contains(&protected.digest), "deleting protected {}", protected.digest);
@@ -842,7 +987,7 @@ mod tests {
             ]})).expect("valid");
             let uses = read(sources_of(&consumers, images.len()));
             let used = in_use(&repo(), &images, &uses);
-            let p = plan(&policy, &images, &used, &children, &referrers, NOW, 100);
+            let p = plan(&policy, &images, &used, &children, &referrers, NOW, Safety::brake(100));
             let deleted: BTreeSet<&String> = p.to_delete().collect();
             let archived: BTreeSet<&String> = p.transition_images.iter().collect();
             prop_assert!(deleted.is_disjoint(&archived), "both deleted and archived");
@@ -876,6 +1021,42 @@ mod tests {
             }
         }
 
+        /// Whatever the rules (count rules ignore age), nothing pushed less
+        /// than the age floor ago is deleted or archived, and each such image
+        /// the rules selected is reported as protected by the floor.
+        #[test]
+        fn nothing_younger_than_the_age_floor_is_ever_deleted(
+            (images, children, referrers, consumers) in registry(),
+            keep in 0u32..5,
+            floor_hours in 1i64..(61 * 24),
+            archive in any::<bool>(),
+        ) {
+            let action = if archive { serde_json::json!({"type": "transition", "targetStorageClass": "archive"}) } else { serde_json::json!({"type": "expire"}) };
+            let policy = Policy::from_value(&serde_json::json!({"rules": [
+                {"rulePriority": 1, "selection": {"tagStatus": "untagged", "countType": "imageCountMoreThan", "countNumber": keep.max(1)}, "action": {"type": "expire"}},
+                {"rulePriority": 2, "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": keep.max(1)}, "action": action},
+                {"rulePriority": 3, "selection": {"tagStatus": "any", "storageClass": "archive", "countType": "sinceImageTransitioned", "countUnit": "days", "countNumber": 90}, "action": {"type": "expire"}},
+            ]})).expect("valid");
+            let uses = read(sources_of(&consumers, images.len()));
+            let used = in_use(&repo(), &images, &uses);
+            let floor = Safety { max_delete_percent: 100, min_age_seconds: floor_hours * 3600 };
+            let p = plan(&policy, &images, &used, &children, &referrers, NOW, floor);
+            let by_digest: BTreeMap<&str, &RepoImage> = images.iter().map(|i| (i.digest.as_str(), i)).collect();
+            for digest in p.to_delete().chain(&p.transition_images) {
+                let age = NOW - by_digest[digest.as_str()].pushed_at;
+                prop_assert!(age >= floor.min_age_seconds, "{digest} is {age} s old, the floor is {} s", floor.min_age_seconds);
+            }
+            for protected in &p.protected {
+                let young = NOW - by_digest[protected.digest.as_str()].pushed_at < floor.min_age_seconds;
+                let selected = protected.expired_by_rule.is_some() || protected.transitioned_by_rule.is_some();
+                if protected.reason.contains(YOUNGER_THAN_FLOOR) {
+                    prop_assert!(young, "{:?}", protected);
+                } else {
+                    prop_assert!(!(young && selected), "{:?} is young and selected but not said to be", protected);
+                }
+            }
+        }
+
         #[test]
         fn an_untagged_only_rule_never_deletes_a_tagged_image((images, children, _referrers, consumers) in registry(), days in 1u32..30) {
             let policy = Policy::from_value(&serde_json::json!({"rules": [
@@ -883,7 +1064,7 @@ mod tests {
             ]})).expect("valid");
             let uses = read(sources_of(&consumers, images.len()));
             let used = in_use(&repo(), &images, &uses);
-            let p = plan(&policy, &images, &used, &children, &BTreeMap::new(), NOW, 100);
+            let p = plan(&policy, &images, &used, &children, &BTreeMap::new(), NOW, Safety::brake(100));
             for digest in p.to_delete() {
                 let image = images.iter().find(|i| &i.digest == digest).expect("known");
                 prop_assert!(image.tags.is_empty(), "tagged {digest} deleted by an untagged rule");
@@ -895,7 +1076,7 @@ mod tests {
             let policy = Policy::parse(DEFAULT_POLICY).expect("valid");
             let uses = read(sources_of(&consumers, images.len()));
             let used = in_use(&repo(), &images, &uses);
-            let forward = plan(&policy, &images, &used, &children, &referrers, NOW, 100);
+            let forward = plan(&policy, &images, &used, &children, &referrers, NOW, Safety::brake(100));
             let mut shuffled = images.clone();
             // a deterministic shuffle from the seed
             let len = shuffled.len();
@@ -905,7 +1086,7 @@ mod tests {
             }
             let used_again = in_use(&repo(), &shuffled, &uses);
             prop_assert_eq!(&used, &used_again);
-            let again = plan(&policy, &shuffled, &used_again, &children, &referrers, NOW, 100);
+            let again = plan(&policy, &shuffled, &used_again, &children, &referrers, NOW, Safety::brake(100));
             prop_assert_eq!(forward, again);
         }
     }

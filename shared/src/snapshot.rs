@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::lifecycle::Policy;
 use crate::ports::{Registry, Repository};
-use crate::prune::{self, InUse, PrunePlan, RepoImage, RepositoryId};
+use crate::prune::{self, InUse, PrunePlan, RepoImage, RepositoryId, Safety};
 use crate::AwsError;
 
 /// One repository's images and what the policy would delete now.
@@ -20,16 +20,9 @@ pub struct RepositorySnapshot {
 
 impl RepositorySnapshot {
     /// The same images planned again against a newer "in use" set.
-    pub fn replan(
-        &self,
-        id: &RepositoryId,
-        policy: &Policy,
-        uses: &InUse,
-        now: i64,
-        max_delete_percent: u32,
-    ) -> PrunePlan {
+    pub fn replan(&self, id: &RepositoryId, policy: &Policy, uses: &InUse, now: i64, safety: Safety) -> PrunePlan {
         let used = prune::in_use(id, &self.images, uses);
-        prune::plan(policy, &self.images, &used, &self.children, &self.referrers, now, max_delete_percent)
+        prune::plan(policy, &self.images, &used, &self.children, &self.referrers, now, safety)
     }
 }
 
@@ -46,7 +39,7 @@ pub async fn plan_repository(
     policy: &Policy,
     uses: &InUse,
     now: i64,
-    max_delete_percent: u32,
+    safety: Safety,
     read_referrers: bool,
 ) -> Result<Option<RepositorySnapshot>, AwsError> {
     let gone = |e: &AwsError| e.code_is("RepositoryNotFoundException");
@@ -65,7 +58,7 @@ pub async fn plan_repository(
     };
     let id = repository_id(repository, region);
     let mut snapshot = RepositorySnapshot { images, children, referrers: BTreeMap::new(), plan: PrunePlan::default() };
-    snapshot.plan = snapshot.replan(&id, policy, uses, now, max_delete_percent);
+    snapshot.plan = snapshot.replan(&id, policy, uses, now, safety);
     if snapshot.plan.deletions() == 0 || !read_referrers {
         return Ok(Some(snapshot));
     }
@@ -76,7 +69,7 @@ pub async fn plan_repository(
         Err(e) => return Err(e),
     };
     if !snapshot.referrers.is_empty() {
-        snapshot.plan = snapshot.replan(&id, policy, uses, now, max_delete_percent);
+        snapshot.plan = snapshot.replan(&id, policy, uses, now, safety);
     }
     Ok(Some(snapshot))
 }
@@ -118,7 +111,9 @@ mod tests {
             tags: Default::default(),
         };
         let policy = Policy::parse(DEFAULT_POLICY).expect("valid");
-        let planned = plan_repository(&ecr, &repository, "us-east-1", &policy, &InUse::default(), 0, 80, true).await;
+        let planned =
+            plan_repository(&ecr, &repository, "us-east-1", &policy, &InUse::default(), 0, Safety::brake(80), true)
+                .await;
         assert!(matches!(planned, Ok(None)), "expected a skip");
         assert_eq!(gone.num_calls(), 1);
     }

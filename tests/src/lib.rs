@@ -487,6 +487,24 @@ impl Lambda {
         Ok(body)
     }
 
+    /// [`Lambda::invoke`] for prune-images and quota-scan, whose response is
+    /// a summary: the per-repository detail lines this invocation logged
+    /// (`repository report`) are put back under `repositories`, in the order
+    /// they were logged, so a test reads the whole report.
+    pub fn invoke_detailed(&self, payload: &Value) -> Result<Value, FunctionError> {
+        let before = self.log_text().len();
+        let mut summary = self.invoke(payload)?;
+        let text = self.log_text();
+        let details: Vec<Value> = text.get(before..).unwrap_or_default().lines().filter_map(detail_line).collect();
+        summary["repositories"] = Value::Array(details);
+        Ok(summary)
+    }
+
+    /// Every log line of the function, parsed (the JSON ones).
+    pub fn log_records(&self) -> Vec<Value> {
+        self.log_text().lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).collect()
+    }
+
     /// Everything the function wrote to stdout and stderr so far.
     pub fn log_text(&self) -> String {
         let mut text = String::new();
@@ -538,6 +556,43 @@ impl Drop for Lambda {
         stop(&mut self.function);
         stop(&mut self.watch);
     }
+}
+
+/// Sends an EventBridge event the function cannot use (malformed, or not one
+/// it handles): the invocation must succeed, so Lambda does not retry it,
+/// answer `trigger: rejected` with the error a manual invocation would get,
+/// log it at ERROR, and publish one `EventsRejected` (valid EMF).
+pub fn assert_rejected(lambda: &Lambda, payload: &Value, expected: &str) {
+    let rejected_docs =
+        || -> Vec<Value> { lambda.emf_documents().into_iter().filter(|d| d.get("EventsRejected").is_some()).collect() };
+    let before = rejected_docs().len();
+    let answer = lambda.invoke(payload).unwrap_or_else(|e| panic!("{payload}: failed instead of rejected: {e:?}"));
+    assert_eq!(answer["trigger"], "rejected", "{payload} → {answer}");
+    let message = answer["rejected"].as_str().unwrap_or_default();
+    assert!(message.starts_with(expected), "{payload} → {message}");
+    let docs = rejected_docs();
+    assert_eq!(docs.len(), before + 1, "one EventsRejected document per rejected event");
+    let doc = &docs[docs.len() - 1];
+    check_emf(doc).unwrap_or_else(|problem| panic!("invalid EMF ({problem}): {doc}"));
+    assert_eq!(doc["EventsRejected"], 1.0);
+    let logged = lambda.log_records().into_iter().any(|r| {
+        let fields = if r.get("fields").is_some() { &r["fields"] } else { &r };
+        r["level"] == "ERROR"
+            && fields["message"].as_str().is_some_and(|m| m.starts_with("event rejected"))
+            && fields["error"].as_str() == Some(message)
+    });
+    assert!(logged, "no ERROR line for the rejected event: {}", lambda.log_text());
+}
+
+/// The detail of one `repository report` log line (tracing's JSON record,
+/// with or without its `fields` object).
+fn detail_line(line: &str) -> Option<Value> {
+    let record: Value = serde_json::from_str(line).ok()?;
+    let fields = if record.get("fields").is_some() { &record["fields"] } else { &record };
+    if fields["message"] != "repository report" {
+        return None;
+    }
+    serde_json::from_str(fields["detail"].as_str()?).ok()
 }
 
 /// PATH with the tool virtualenv first, so cargo-lambda finds its zig.

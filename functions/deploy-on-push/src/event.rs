@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use autopilot::deploy::Push;
 use autopilot::image_ref::{is_digest, is_valid_tag};
+use autopilot::invocation::is_eventbridge;
 use autopilot::Error;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,10 +75,10 @@ struct ImageAction {
 
 impl Input {
     pub fn parse(payload: Value) -> Result<Input, Error> {
-        let Value::Object(object) = &payload else {
+        let Value::Object(_) = &payload else {
             return Err(Error::malformed("expected a JSON object (an EventBridge event or a manual request)"));
         };
-        if !(object.contains_key("detail-type") || object.contains_key("source")) {
+        if !is_eventbridge(&payload) {
             let request: ManualRequest = serde_json::from_value(payload)
                 .map_err(|e| Error::malformed(format!("manual request: {e} (fields: repository, tag, dryRun)")))?;
             if request.repository.trim().is_empty() || !is_valid_tag(&request.tag) {

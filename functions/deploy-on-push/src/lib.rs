@@ -18,11 +18,12 @@ use tracing::{info, instrument, warn};
 use autopilot::aws::ecs::same_task_definition;
 use autopilot::aws::ApiCalls;
 use autopilot::deploy::{
-    plan_service, ContainerChange, Decision, ImageFacts, OptIn, Push, ServicePlan, TAG_SOURCE_DIGEST,
+    plan_service, ContainerChange, Decision, ImageFacts, OptIn, Push, ServicePlan, SkipClass, TAG_SOURCE_DIGEST,
     TAG_SOURCE_REVISION, TAG_SOURCE_TAG,
 };
 use autopilot::discover::{self, not_found_as};
 use autopilot::ensure::{ensure_for_task_definition, GroupOutcome, GroupResult};
+use autopilot::invocation::{settle, Envelope, Response};
 use autopilot::log_groups::{Settings, Usage};
 use autopilot::media::{self, is_index_media_type};
 use autopilot::model::{Manifest, Platform, Service, TaskDefinition};
@@ -72,6 +73,9 @@ pub struct ServiceReport {
     pub status: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The class of a skip that `PushesSkipped` counts (its `Reason`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason_class: Option<SkipClass>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub track: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -103,6 +107,10 @@ pub struct Report {
     /// Set when the whole event was skipped, with the reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// The class of a whole-push skip that `PushesSkipped` counts
+    /// (`artifact`: the push is not a container image).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason_class: Option<SkipClass>,
     pub services: Vec<ServiceReport>,
     /// Opted-in services that do not run this repository.
     pub unrelated_services: usize,
@@ -153,12 +161,21 @@ impl Report {
             tag: None,
             digest: None,
             skipped: None,
+            reason_class: None,
             services: Vec::new(),
             unrelated_services: 0,
             rollout: None,
             api_calls: BTreeMap::new(),
         }
     }
+}
+
+/// The invocation as Lambda sees it: [`handle`], with a malformed or
+/// unexpected EventBridge event rejected ([`autopilot::invocation`]) rather
+/// than failed and retried. A manual preview still gets its error.
+pub async fn invoke(deps: &Deps, payload: Value) -> Result<Response<Report>, Error> {
+    let envelope = Envelope::of(&payload);
+    settle("deploy-on-push", &deps.config.metrics_namespace, envelope, handle(deps, payload).await)
 }
 
 #[instrument(skip_all)]
@@ -182,6 +199,7 @@ pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
                     report.tag = Some(push.tag.clone());
                     report.digest = Some(push.digest.clone());
                     report.skipped = Some(reason);
+                    report.reason_class = Some(SkipClass::Artifact);
                     report
                 }
                 None => roll_out(deps, report, &push, dry_run).await?,
@@ -217,7 +235,9 @@ pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
     } else if report.rollout.is_none()
         && (!report.dry_run || report.services.iter().any(|s| s.status == Status::Updated))
     {
-        metrics(&report, &deps.config.metrics_namespace).emit();
+        for metrics in metrics(&report, &deps.config.metrics_namespace) {
+            metrics.emit();
+        }
     }
     finish(report)
 }
@@ -269,6 +289,7 @@ async fn roll_out(deps: &Deps, mut report: Report, push: &Push, dry_run: bool) -
         Err(reason) => {
             info!(repository = %push.repository, reason = %reason, "push skipped");
             report.skipped = Some(reason);
+            report.reason_class = Some(SkipClass::Artifact);
             return Ok(report);
         }
     };
@@ -409,6 +430,7 @@ async fn apply(deps: &Deps, push: &Push, service: &Service, td: &TaskDefinition,
         task_definition: td.arn.clone(),
         status: Status::Skipped,
         reason: None,
+        reason_class: plan.skip_class,
         track: plan.track,
         changes: Vec::new(),
         new_task_definition: None,
@@ -418,7 +440,15 @@ async fn apply(deps: &Deps, push: &Push, service: &Service, td: &TaskDefinition,
     };
     let (changes, dry_run) = match plan.decision {
         Decision::Skip(reason) => {
-            info!(service = %service.name, reason = %reason, "skipped");
+            // A push that should have reached production and did not: said
+            // out loud. The other skips are routine.
+            if matches!(plan.skip_class, Some(SkipClass::Platform | SkipClass::Older)) {
+                warn!(service = %service.name, cluster = %out.cluster, digest = %push.digest, tag = %push.tag,
+                      reason_class = plan.skip_class.map(SkipClass::as_str).unwrap_or_default(),
+                      reason = %reason, "push skipped for this service");
+            } else {
+                info!(service = %service.name, reason = %reason, "skipped");
+            }
             out.reason = Some(reason);
             return out;
         }
@@ -513,7 +543,28 @@ async fn reusable_revision(
     (same_source && same_images).then_some(latest.arn)
 }
 
-fn metrics(report: &Report, namespace: &str) -> Metrics {
+/// The run's counts (dimension `Function`), and `PushesSkipped` per skip
+/// class (dimensions `Function` and `Reason`), only for the classes that
+/// occurred.
+pub fn metrics(report: &Report, namespace: &str) -> Vec<Metrics> {
+    let mut all = vec![counts(report, namespace)];
+    let classes = report.reason_class.into_iter().chain(report.services.iter().filter_map(|s| s.reason_class));
+    let mut skipped: BTreeMap<SkipClass, usize> = BTreeMap::new();
+    for class in classes {
+        *skipped.entry(class).or_default() += 1;
+    }
+    for (class, n) in skipped {
+        let mut m = Metrics::new(namespace).dimension("Function", report.function).dimension("Reason", class.as_str());
+        m.put("PushesSkipped", n as f64, Unit::Count);
+        if let Some(repository) = &report.repository {
+            m.property("repository", Value::String(repository.clone()));
+        }
+        all.push(m);
+    }
+    all
+}
+
+fn counts(report: &Report, namespace: &str) -> Metrics {
     let count = |status| report.services.iter().filter(|s| s.status == status).count() as f64;
     let mut m = Metrics::new(namespace).dimension("Function", report.function);
     m.put("ServicesUpdated", count(Status::Updated), Unit::Count)
@@ -810,6 +861,45 @@ mod tests {
         let report = handle(&d, state_change("SERVICE_DEPLOYMENT_IN_PROGRESS", "x")).await.expect("handled");
         assert!(report.skipped.as_deref().unwrap_or_default().contains("has not ended"));
         assert!(notifier.messages().is_empty());
+    }
+
+    #[test]
+    fn pushes_skipped_is_counted_per_reason_with_its_dimension() {
+        let skipped = |name: &str, class: Option<SkipClass>| ServiceReport {
+            cluster: "prod".into(),
+            service: name.into(),
+            task_definition: String::new(),
+            status: Status::Skipped,
+            reason: Some("…".into()),
+            reason_class: class,
+            track: None,
+            changes: Vec::new(),
+            new_task_definition: None,
+            warnings: Vec::new(),
+            log_groups: Vec::new(),
+            retryable: false,
+        };
+        let mut report = Report::new("push", Some("e-1".into()), false);
+        report.repository = Some("users".into());
+        report.services = vec![
+            skipped("a", Some(SkipClass::Older)),
+            skipped("b", Some(SkipClass::Platform)),
+            skipped("c", Some(SkipClass::Older)),
+            skipped("d", None),
+        ];
+        let docs: Vec<Value> = metrics(&report, "N").iter().flat_map(|m| m.documents(0)).collect();
+        assert_eq!(docs.len(), 3, "the counts, then one document per reason that occurred: {docs:?}");
+        assert_eq!(docs[0]["ServicesSkipped"], 4.0);
+        assert!(docs[0].get("PushesSkipped").is_none());
+        let skips: Vec<(Value, Value)> =
+            docs[1..].iter().map(|d| (d["Reason"].clone(), d["PushesSkipped"].clone())).collect();
+        assert_eq!(skips, [(json!("platform"), json!(1.0)), (json!("older"), json!(2.0))]);
+        assert_eq!(docs[1]["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Function", "Reason"]]));
+        // a whole push that is not an image counts once, as artifact
+        let mut artifact = Report::new("push", Some("e-2".into()), false);
+        artifact.reason_class = Some(SkipClass::Artifact);
+        let docs: Vec<Value> = metrics(&artifact, "N").iter().flat_map(|m| m.documents(0)).collect();
+        assert_eq!((docs[1]["Reason"].clone(), docs[1]["PushesSkipped"].clone()), (json!("artifact"), json!(1.0)));
     }
 
     #[test]

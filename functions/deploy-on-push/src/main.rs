@@ -1,7 +1,7 @@
 use autopilot::aws::{cold_start, ecr::EcrAdapter, ecs::EcsAdapter, logs::LogsAdapter, sns::SnsNotifier};
 use autopilot::payload::Payload;
 use autopilot::ports::Notifier;
-use deploy_on_push::{handle, Config, Deps};
+use deploy_on_push::{invoke, Config, Deps};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 /// Wiring only: cold start (tracing, config, SDK), adapters, the handler.
@@ -21,5 +21,5 @@ async fn main() -> Result<(), Error> {
         region: start.region,
         api_calls: start.api_calls,
     };
-    run(service_fn(|event: LambdaEvent<Payload>| handle(&deps, event.payload.into_value()))).await
+    run(service_fn(|event: LambdaEvent<Payload>| invoke(&deps, event.payload.into_value()))).await
 }

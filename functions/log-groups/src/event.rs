@@ -6,6 +6,7 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use serde::Deserialize;
 use serde_json::Value;
 
+use autopilot::invocation::is_eventbridge;
 use autopilot::Error;
 
 /// The ECS API calls whose CloudTrail events we act on.
@@ -48,13 +49,13 @@ pub struct ManualRequest {
 
 impl Trigger {
     pub fn parse(payload: Value) -> Result<Trigger, Error> {
-        let Value::Object(object) = &payload else {
+        let Value::Object(_) = &payload else {
             return Err(Error::malformed(format!(
                 "expected a JSON object (an EventBridge event or a manual request), got {}",
                 kind_of(&payload)
             )));
         };
-        if !(object.contains_key("detail-type") || object.contains_key("source")) {
+        if !is_eventbridge(&payload) {
             let request: ManualRequest = serde_json::from_value(payload).map_err(|e| {
                 Error::malformed(format!("manual request: {e} (accepted fields: dryRun, clusters, taskDefinitions)"))
             })?;
@@ -82,9 +83,11 @@ impl Trigger {
         }
     }
 
-    /// The payload's own dry-run request (DRY_RUN can only add to it).
+    /// The payload's own dry-run request (DRY_RUN can only add to it). The
+    /// one rule for manual payloads: a preview unless it says
+    /// `"dryRun": false`. Events and the schedule act.
     pub fn dry_run(&self) -> bool {
-        matches!(self, Trigger::Manual(ManualRequest { dry_run: Some(true), .. }))
+        matches!(self, Trigger::Manual(request) if request.dry_run != Some(false))
     }
 }
 
@@ -227,6 +230,18 @@ mod tests {
     }
 
     #[test]
+    fn a_manual_payload_is_a_preview_unless_it_says_dry_run_false() {
+        assert!(Trigger::parse(json!({})).unwrap().dry_run(), "{{}} is a preview");
+        assert!(Trigger::parse(json!({"clusters": ["prod"]})).unwrap().dry_run());
+        assert!(!Trigger::parse(json!({"clusters": ["prod"], "dryRun": false})).unwrap().dry_run());
+        assert!(!Trigger::parse(fixture("log-groups-schedule.json")).unwrap().dry_run(), "the schedule acts");
+        assert!(!Trigger::parse(fixture("log-groups-create-service.json")).unwrap().dry_run(), "events act");
+        // one of the two envelope keys alone is no EventBridge event
+        let lone = Trigger::parse(json!({"source": "aws.events"})).unwrap_err().to_string();
+        assert!(lone.starts_with("malformed event: manual request: unknown field `source`"), "{lone}");
+    }
+
+    #[test]
     fn update_service_without_response_uses_request_parameters() {
         let event = json!({
             "detail-type": "AWS API Call via CloudTrail", "source": "aws.ecs",
@@ -258,7 +273,12 @@ mod tests {
             (json!({"dryRun": "yes"}), "malformed event: manual request: invalid type"),
             (json!({"cluster": "x"}), "malformed event: manual request: unknown field `cluster`"),
             (json!({"clusters": [""]}), "malformed event: manual request: clusters holds an empty name"),
-            (json!({"source": "aws.ecs"}), "malformed event: EventBridge envelope: missing field `detail-type`"),
+            // one envelope key alone is a manual payload with an unknown field
+            (json!({"source": "aws.ecs"}), "malformed event: manual request: unknown field `source`"),
+            (
+                json!({"source": "aws.ecs", "detail-type": "AWS API Call via CloudTrail"}),
+                "malformed event: EventBridge envelope: missing field `detail`",
+            ),
             (
                 json!({"source": "aws.ecr", "detail-type": "ECR Image Action", "detail": {}}),
                 "unexpected event: source \"aws.ecr\" with detail-type \"ECR Image Action\"",

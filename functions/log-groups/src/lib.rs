@@ -73,6 +73,14 @@ pub struct Failed {
     pub error: String,
 }
 
+/// The invocation as Lambda sees it: [`handle`], with a malformed or
+/// unexpected EventBridge event rejected ([`autopilot::invocation`]) rather
+/// than failed and retried. A manual request still gets its error.
+pub async fn invoke(deps: &Deps, payload: Value) -> Result<autopilot::invocation::Response<Report>, Error> {
+    let envelope = autopilot::invocation::Envelope::of(&payload);
+    autopilot::invocation::settle("log-groups", &deps.config.metrics_namespace, envelope, handle(deps, payload).await)
+}
+
 #[instrument(skip_all)]
 pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
     let origin = Origin::of(&payload);
@@ -416,7 +424,7 @@ mod tests {
         let logs = FakeLogs::default();
         logs.fail_on("/ecs/users-envoy");
         let d = deps(logs, config(&[("CLUSTERS", "prod")]));
-        let error = handle(&d, json!({})).await.expect_err("partial failure");
+        let error = handle(&d, json!({"dryRun": false})).await.expect_err("partial failure");
         match error {
             Error::Partial { failed, total, retryable, ref first } => {
                 assert_eq!((failed, total, retryable), (1, 2, false));

@@ -1,7 +1,7 @@
 use autopilot::aws::{cold_start, ecs::EcsAdapter, logs::LogsAdapter};
 use autopilot::payload::Payload;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use log_groups::{handle, Config, Deps};
+use log_groups::{invoke, Config, Deps};
 
 /// Wiring only: cold start (tracing, config, SDK), adapters, the handler.
 #[tokio::main(flavor = "current_thread")]
@@ -14,5 +14,5 @@ async fn main() -> Result<(), Error> {
         region: start.region,
         api_calls: start.api_calls,
     };
-    run(service_fn(|event: LambdaEvent<Payload>| handle(&deps, event.payload.into_value()))).await
+    run(service_fn(|event: LambdaEvent<Payload>| invoke(&deps, event.payload.into_value()))).await
 }

@@ -2,6 +2,7 @@
 
 use autopilot::config::Vars;
 use autopilot::lifecycle::{Policy, DEFAULT_POLICY};
+use autopilot::prune::Safety;
 use autopilot::Error;
 
 /// What a repository without an `autopilot:prune` tag gets.
@@ -38,7 +39,11 @@ pub struct Config {
     pub policy: Policy,
     /// `PRUNE_MAX_DELETE_PERCENT`: the safety brake, per repository.
     pub max_delete_percent: u32,
-    /// `PRUNE_DEFAULT_MODE`: for repositories without an `autopilot:prune` tag.
+    /// `PRUNE_MIN_AGE_HOURS`: the age floor; nothing younger is deleted.
+    pub min_age_hours: u32,
+    /// `PRUNE_DEFAULT_MODE`: for repositories without an `autopilot:prune`
+    /// tag; `dry-run` unless set, so a new install deletes nothing until its
+    /// owner has read a report and switched it on.
     pub default_mode: Mode,
     /// `DRY_RUN`: plan everywhere, delete nothing.
     pub dry_run: bool,
@@ -62,7 +67,7 @@ impl Config {
 
     fn from_vars<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<Self, Error> {
         let policy = vars.lifecycle_policy("PRUNE_POLICY", DEFAULT_POLICY)?;
-        let mode_text = vars.get("PRUNE_DEFAULT_MODE").unwrap_or_else(|| "on".into());
+        let mode_text = vars.get("PRUNE_DEFAULT_MODE").unwrap_or_else(|| "dry-run".into());
         let default_mode = Mode::parse(&mode_text).ok_or_else(|| Error::Config {
             variable: "PRUNE_DEFAULT_MODE",
             value: mode_text.clone(),
@@ -71,12 +76,20 @@ impl Config {
         Ok(Config {
             policy,
             max_delete_percent: vars.prune_max_delete_percent()?,
+            min_age_hours: vars.prune_min_age_hours()?,
             default_mode,
             dry_run: vars.bool("DRY_RUN", false)?,
             metrics_namespace: vars.metrics_namespace(),
             concurrency: vars.sweep_concurrency()?,
             protect_regions: vars.protect_regions()?,
         })
+    }
+}
+
+impl Config {
+    /// The planner's brake and age floor.
+    pub fn safety(&self) -> Safety {
+        Safety { max_delete_percent: self.max_delete_percent, min_age_seconds: i64::from(self.min_age_hours) * 3600 }
     }
 }
 
@@ -92,7 +105,8 @@ mod tests {
     fn defaults() {
         let c = config(&[]).expect("defaults");
         assert_eq!(c.policy.rules.len(), 2);
-        assert_eq!((c.max_delete_percent, c.default_mode, c.dry_run), (80, Mode::On, false));
+        assert_eq!((c.max_delete_percent, c.default_mode, c.dry_run), (80, Mode::DryRun, false));
+        assert_eq!(c.safety(), Safety { max_delete_percent: 80, min_age_seconds: 3600 });
     }
 
     #[test]
@@ -103,6 +117,10 @@ mod tests {
         assert!(err.contains("rule 1 (rulePriority 1): a tagged rule needs tagPrefixList or tagPatternList"), "{err}");
         assert!(config(&[("PRUNE_MAX_DELETE_PERCENT", "0")]).is_err());
         assert!(config(&[("PROTECT_REGIONS", "mars-1")]).unwrap_err().to_string().contains("PROTECT_REGIONS"));
+        assert!(config(&[("PRUNE_MIN_AGE_HOURS", "soon")])
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid configuration: PRUNE_MIN_AGE_HOURS=\"soon\""));
         assert!(config(&[("SWEEP_CONCURRENCY", "0")]).unwrap_err().to_string().contains("SWEEP_CONCURRENCY"));
         assert!(config(&[("PRUNE_DEFAULT_MODE", "maybe")])
             .unwrap_err()

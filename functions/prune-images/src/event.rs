@@ -1,10 +1,12 @@
 //! What invoked us: the daily schedule, or an operator's manual request
-//! `{"dryRun": true, "repositories": ["users"], "policy": {...}}`.
+//! `{"dryRun": true, "repositories": ["users"], "policy": {...}}`. A manual
+//! request is a preview unless it says `"dryRun": false`; the schedule acts.
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use serde::Deserialize;
 use serde_json::Value;
 
+use autopilot::invocation::is_eventbridge;
 use autopilot::lifecycle::Policy;
 use autopilot::Error;
 
@@ -30,10 +32,10 @@ struct Manual {
 
 impl Request {
     pub fn parse(payload: Value) -> Result<Request, Error> {
-        let Value::Object(object) = &payload else {
+        let Value::Object(_) = &payload else {
             return Err(Error::malformed("expected a JSON object (the schedule's event or a manual request)"));
         };
-        if object.contains_key("detail-type") || object.contains_key("source") {
+        if is_eventbridge(&payload) {
             let event: EventBridgeEvent<Value> =
                 serde_json::from_value(payload).map_err(|e| Error::malformed(format!("EventBridge envelope: {e}")))?;
             if (event.source.as_str(), event.detail_type.as_str()) != ("aws.events", "Scheduled Event") {
@@ -57,14 +59,10 @@ impl Request {
         Ok(Request { trigger: "manual", dry_run: manual.dry_run, repositories, policy })
     }
 
-    /// A request is a dry run when it says so, and, when it brings its own
-    /// policy, unless it says `"dryRun": false`: a policy in a payload is for
-    /// previews.
+    /// The one rule for manual payloads: a preview unless it says
+    /// `"dryRun": false` (with or without a policy). The schedule acts.
     pub fn is_dry_run(&self) -> bool {
-        match self.dry_run {
-            Some(d) => d,
-            None => self.policy.is_some(),
-        }
+        self.trigger == "manual" && self.dry_run != Some(false)
     }
 }
 
@@ -77,9 +75,20 @@ mod tests {
     fn schedule_and_manual() {
         let schedule = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
         assert_eq!(Request::parse(schedule).expect("ok").trigger, "schedule");
+        assert!(
+            !Request::parse(
+                json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}, "dryRun": true})
+            )
+            .expect("ok")
+            .is_dry_run(),
+            "the schedule acts"
+        );
         let manual = Request::parse(json!({"repositories": ["users"]})).expect("ok");
         assert_eq!(manual.repositories, ["users"]);
-        assert!(!manual.is_dry_run());
+        assert!(manual.is_dry_run(), "a manual payload is a preview");
+        assert!(Request::parse(json!({})).expect("ok").is_dry_run(), "even an empty one");
+        assert!(!Request::parse(json!({"dryRun": false})).expect("ok").is_dry_run());
+        assert!(Request::parse(json!({"dryRun": true})).expect("ok").is_dry_run());
         let preview = Request::parse(json!({"policy": autopilot::lifecycle::DEFAULT_POLICY})).expect("ok");
         assert!(preview.is_dry_run(), "a policy given as a string is a preview");
     }

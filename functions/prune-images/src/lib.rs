@@ -8,6 +8,10 @@
 //! used (`protectedLate`) → apply (referrers, then indexes, then the rest,
 //! 100 digests a call) → report. A repository that fails is reported and the
 //! run goes on; the invocation fails after the whole report is written.
+//!
+//! The report is bounded ([`autopilot::report`]): one log line per
+//! repository with its detail, then a [`Summary`] of fixed size, which is
+//! also the invocation's response.
 
 pub mod config;
 pub mod event;
@@ -23,10 +27,12 @@ use tracing::{error, info, instrument, warn};
 use autopilot::aws::ApiCalls;
 use autopilot::in_use::fresh::Fresh;
 use autopilot::in_use::{InUse, InUseReader, SourceFailureReport};
+use autopilot::invocation::{settle, Envelope, Response};
 use autopilot::lifecycle::{Policy, StorageClass};
 use autopilot::origin::Origin;
 use autopilot::ports::{Registry, Repository};
 use autopilot::prune::{Protected, PrunePlan, TAG_PRUNE};
+use autopilot::report::{bounded_line, first_few, DETAIL_LINE_MAX_BYTES};
 use autopilot::snapshot;
 use autopilot::telemetry::{Metrics, Unit};
 use autopilot::Error;
@@ -91,7 +97,7 @@ pub struct RepositoryReport {
 }
 
 /// What the "in use" read found, for the report.
-#[derive(Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InUseSummary {
     pub regions: Vec<String>,
@@ -121,6 +127,114 @@ pub struct Report {
     pub images_protected: usize,
     pub images_protected_late: usize,
     pub api_calls: BTreeMap<String, u64>,
+}
+
+/// The run in a few hundred bytes, whatever the number of repositories: the
+/// invocation's response and its last log line. Each repository's detail
+/// is a log line of its own (`repository report`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub function: &'static str,
+    pub trigger: &'static str,
+    pub dry_run: bool,
+    pub policy_source: &'static str,
+    pub in_use: InUseSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_use_failure: Option<SourceFailureReport>,
+    pub repositories_seen: usize,
+    /// Repositories planned only (the run's or their own dry run).
+    pub repositories_dry_run: usize,
+    pub repositories_skipped: usize,
+    pub repositories_failed: usize,
+    pub images_deleted: usize,
+    pub bytes_reclaimed: i64,
+    /// In dry-run repositories: what would have been deleted, and its bytes.
+    pub images_planned: usize,
+    pub bytes_planned: i64,
+    pub images_archived: usize,
+    pub images_protected: usize,
+    pub images_protected_late: usize,
+    /// The first repositories that failed, with their errors.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<RepositoryFailure>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub failures_omitted: usize,
+    pub api_calls: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryFailure {
+    pub repository: String,
+    pub error: String,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl Report {
+    pub fn summary(&self) -> Summary {
+        let planned = self.repositories.iter().filter(|r| r.dry_run);
+        let (failures, failures_omitted) = first_few(self.repositories.iter().filter_map(|r| {
+            let error = r.error.clone().or_else(|| {
+                r.failed.first().map(|f| {
+                    format!("{} image(s) failed; first {}: {} {}", r.failed.len(), f.digest, f.code, f.message)
+                })
+            })?;
+            Some(RepositoryFailure { repository: r.repository.clone(), error: error.chars().take(1024).collect() })
+        }));
+        Summary {
+            function: self.function,
+            trigger: self.trigger,
+            dry_run: self.dry_run,
+            policy_source: self.policy_source,
+            in_use: self.in_use.clone(),
+            in_use_failure: self.in_use_failure.clone(),
+            repositories_seen: self.repositories.len(),
+            repositories_dry_run: planned.clone().count(),
+            repositories_skipped: self.repositories.iter().filter(|r| r.skipped.is_some()).count(),
+            repositories_failed: self.repositories_failed,
+            images_deleted: self.images_deleted,
+            bytes_reclaimed: self.bytes_reclaimed,
+            images_planned: planned.clone().map(|r| r.deleted.len()).sum(),
+            bytes_planned: planned.map(|r| r.bytes_reclaimed).sum(),
+            images_archived: self.images_archived,
+            images_protected: self.images_protected,
+            images_protected_late: self.images_protected_late,
+            failures,
+            failures_omitted,
+            api_calls: self.api_calls.clone(),
+        }
+    }
+
+    /// One line per repository, each at most [`DETAIL_LINE_MAX_BYTES`].
+    pub fn detail_lines(&self) -> impl Iterator<Item = (&str, String)> + '_ {
+        self.repositories.iter().map(|r| (r.repository.as_str(), bounded_line(r, DETAIL_LINE_MAX_BYTES)))
+    }
+
+    /// The detail lines, then the summary line: the log of a finished run.
+    fn log(&self, failed: bool) {
+        for (repository, detail) in self.detail_lines() {
+            info!(repository, detail = %detail, "repository report");
+        }
+        let summary = serde_json::to_string(&self.summary()).unwrap_or_default();
+        if failed {
+            error!(summary = %summary, repositories_failed = self.repositories_failed, "done, with failures");
+        } else {
+            info!(summary = %summary, "done");
+        }
+    }
+}
+
+/// The invocation as Lambda sees it: [`handle`], answered with the
+/// [`Summary`]; an EventBridge event that is not the schedule is rejected
+/// ([`autopilot::invocation`]) rather than failed and retried.
+pub async fn invoke(deps: &Deps, payload: Value) -> Result<Response<Summary>, Error> {
+    let envelope = Envelope::of(&payload);
+    let result = handle(deps, payload).await.map(|report| report.summary());
+    settle("prune-images", &deps.config.metrics_namespace, envelope, result)
 }
 
 /// What every repository of one run shares.
@@ -207,7 +321,7 @@ pub async fn prune(deps: &Deps, payload: Value) -> Result<Report, Error> {
             report.in_use_failure = Some((&failure).into());
             report.api_calls = deps.api_calls.since(&calls_before);
             emit(&report, &deps.config);
-            error!(report = %serde_json::to_string(&report).unwrap_or_default(), "done: nothing deleted");
+            error!(summary = %serde_json::to_string(&report.summary()).unwrap_or_default(), "done: nothing deleted");
             return Err(failure.into());
         }
     };
@@ -289,9 +403,9 @@ async fn prune_into(run: &Run<'_>, repository: &Repository, report: &mut Reposit
         report.skipped = Some(format!("pruning is off for this repository ({})", report.mode));
         return Ok(());
     }
-    let max = deps.config.max_delete_percent;
+    let safety = deps.config.safety();
     let snapshot =
-        snapshot::plan_repository(&*deps.ecr, repository, &deps.region, run.policy, run.uses, run.now, max, true)
+        snapshot::plan_repository(&*deps.ecr, repository, &deps.region, run.policy, run.uses, run.now, safety, true)
             .await?;
     let Some(snapshot) = snapshot else {
         report.skipped = Some("the repository was deleted during the run".into());
@@ -338,7 +452,7 @@ async fn prune_into(run: &Run<'_>, repository: &Repository, report: &mut Reposit
         }
     };
     let id = snapshot::repository_id(repository, &deps.region);
-    let again = snapshot.replan(&id, run.policy, latest, run.now, max);
+    let again = snapshot.replan(&id, run.policy, latest, run.now, safety);
     let plan = still_to_delete(planned, &again, report);
     if !report.protected_late.is_empty() {
         warn!(repository = %repository.name, kept = report.protected_late.len(), "in use since the plan: kept");
@@ -481,7 +595,7 @@ async fn apply_deletes(
 
 /// Repositories that failed, and images that failed to delete, fail the
 /// invocation after every repository is done, with the full report (every
-/// deleted digest included) logged first.
+/// repository's line, then the summary) logged first.
 fn finish(report: Report) -> Result<Report, Error> {
     let mut failures: Vec<String> = report
         .repositories
@@ -491,15 +605,10 @@ fn finish(report: Report) -> Result<Report, Error> {
     failures.extend(report.repositories.iter().flat_map(|r| {
         r.failed.iter().map(move |f| format!("{}@{}: {} {}", r.repository, f.digest, f.code, f.message))
     }));
+    report.log(!failures.is_empty());
     let Some(first) = failures.first().cloned() else {
-        info!(report = %serde_json::to_string(&report).unwrap_or_default(), "done");
         return Ok(report);
     };
-    error!(
-        report = %serde_json::to_string(&report).unwrap_or_default(),
-        repositories_failed = report.repositories_failed,
-        "done, with failures"
-    );
     Err(Error::Partial {
         failed: failures.len(),
         total: report.repositories.len()
@@ -543,8 +652,11 @@ mod tests {
 
     fn deps_with(registry: impl Registry + 'static, in_use: ScriptedInUse) -> Deps {
         Deps {
-            config: Config::from_lookup(autopilot::config::lookup_from(&[("PRUNE_MAX_DELETE_PERCENT", "100")]))
-                .expect("valid"),
+            config: Config::from_lookup(autopilot::config::lookup_from(&[
+                ("PRUNE_MAX_DELETE_PERCENT", "100"),
+                ("PRUNE_DEFAULT_MODE", "on"),
+            ]))
+            .expect("valid"),
             region: "us-east-1".into(),
             in_use: Box::new(in_use),
             ecr: Box::new(registry),
@@ -581,7 +693,7 @@ mod tests {
     #[tokio::test]
     async fn parents_are_deleted_before_what_they_reference() {
         let d_ = deps(nested(&[]));
-        let report = handle(&d_, json!({})).await.expect("pruned");
+        let report = handle(&d_, json!({"dryRun": false})).await.expect("pruned");
         assert_eq!(report.images_deleted, 3);
         // the outer index, then the inner index, then the manifest
         let registry_calls = report.repositories[0].deleted.clone();
@@ -591,11 +703,12 @@ mod tests {
     #[tokio::test]
     async fn when_an_index_cannot_be_deleted_what_it_references_is_kept() {
         let failing = deps(nested(&[(10, "KmsError")]));
-        let error = handle(&failing, json!({})).await.expect_err("a failed delete fails the run");
+        let error = handle(&failing, json!({"dryRun": false})).await.expect_err("a failed delete fails the run");
         assert!(error.to_string().contains("KmsError"), "{error}");
         // ECR refusing the outer index keeps it, and everything below it
-        let report =
-            handle(&deps(nested(&[(10, "ImageReferencedByManifestList")])), json!({})).await.expect("kept, not failed");
+        let report = handle(&deps(nested(&[(10, "ImageReferencedByManifestList")])), json!({"dryRun": false}))
+            .await
+            .expect("kept, not failed");
         let users = &report.repositories[0];
         assert!(users.deleted.is_empty(), "{:?}", users.deleted);
         assert_eq!(users.kept, [d(10), d(12), d(11)]);
@@ -619,7 +732,7 @@ mod tests {
             )
         };
         let d_ = deps(registry);
-        let report = handle(&d_, json!({})).await.expect("pruned");
+        let report = handle(&d_, json!({"dryRun": false})).await.expect("pruned");
         let users = &report.repositories[0];
         // THEN the chain of referrers goes, leaves first, then the image
         assert_eq!(users.deleted, [d(4), d(3), d(2)]);
@@ -642,7 +755,7 @@ mod tests {
         );
         let registry = nested(&[]);
         let d_ = deps_with(registry, ScriptedInUse::new(vec![Err(denied)]));
-        let error = handle(&d_, json!({})).await.expect_err("fails closed");
+        let error = handle(&d_, json!({"dryRun": false})).await.expect_err("fails closed");
         let text = error.to_string();
         assert!(text.contains("schedulerSchedules") && text.contains("scheduler:ListSchedules"), "{text}");
         assert!(text.contains("eu-west-1"), "{text}");
@@ -656,7 +769,7 @@ mod tests {
             FakeRegistry::new("users", vec![row(1, false, &["latest"]), row(2, false, &[]), row(3, false, &[])]);
         let reader = ScriptedInUse::new(vec![Ok(InUse::default()), Ok(lambda_uses("users", &d(3)))]);
         let d_ = deps_with(registry, reader);
-        let report = handle(&d_, json!({})).await.expect("pruned");
+        let report = handle(&d_, json!({"dryRun": false})).await.expect("pruned");
         let users = &report.repositories[0];
         assert_eq!(users.deleted, [d(2)]);
         assert_eq!(users.protected_late.len(), 1);
@@ -683,10 +796,11 @@ mod tests {
         let mut d_ = deps_with(registry, ScriptedInUse::new(vec![Ok(first), Ok(later)]));
         d_.config = Config::from_lookup(autopilot::config::lookup_from(&[
             ("PRUNE_MAX_DELETE_PERCENT", "100"),
+            ("PRUNE_DEFAULT_MODE", "on"),
             ("PRUNE_POLICY", policy),
         ]))
         .expect("valid");
-        let report = handle(&d_, json!({})).await.expect("archived");
+        let report = handle(&d_, json!({"dryRun": false})).await.expect("archived");
         let users = &report.repositories[0];
         // THEN only the unused one is archived; the late one is protectedLate
         assert_eq!(users.archived, [d(3)]);
@@ -694,6 +808,130 @@ mod tests {
         assert!(users.protected.iter().any(|p| p.digest == d(1)));
         assert!(users.deleted.is_empty());
         assert_eq!(report.images_archived, 1);
+    }
+
+    #[tokio::test]
+    async fn a_fresh_install_plans_and_deletes_nothing() {
+        // GIVEN the configuration a new install has (no PRUNE_DEFAULT_MODE)
+        let registry = FakeRegistry::new("users", vec![row(1, false, &["latest"]), row(2, false, &[])]);
+        let mut d_ = deps(registry);
+        d_.config =
+            Config::from_lookup(autopilot::config::lookup_from(&[("PRUNE_MAX_DELETE_PERCENT", "100")])).expect("valid");
+        // WHEN the schedule runs
+        let schedule = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+        let report = handle(&d_, schedule).await.expect("planned");
+        // THEN the plan is reported and nothing is deleted
+        let users = &report.repositories[0];
+        assert_eq!((users.dry_run, users.mode.as_str()), (true, "dry-run (PRUNE_DEFAULT_MODE)"));
+        assert_eq!(users.deleted, [d(2)], "the plan");
+        assert_eq!(report.images_deleted, 0);
+        let summary = report.summary();
+        assert_eq!((summary.images_planned, summary.repositories_dry_run), (1, 1));
+        // AND a manual payload without "dryRun": false is a preview too
+        d_.config.default_mode = Mode::On;
+        let preview = handle(&d_, json!({"repositories": ["users"]})).await.expect("preview");
+        assert!(preview.dry_run && preview.repositories[0].dry_run);
+    }
+
+    #[tokio::test]
+    async fn an_eventbridge_event_that_is_not_the_schedule_is_rejected_not_failed() {
+        let d_ = deps(FakeRegistry::new("users", vec![row(1, false, &["latest"]), row(2, false, &[])]));
+        let push = json!({"id": "e-1", "source": "aws.ecr", "detail-type": "ECR Image Action", "detail": {}});
+        let answer = invoke(&d_, push).await.expect("answered");
+        let Response::Rejected(rejected) = answer else { panic!("expected a rejection") };
+        assert!(rejected.rejected.starts_with("unexpected event"), "{rejected:?}");
+        // the same mistake made by hand is an error
+        let manual = invoke(&d_, json!({"repository": "users"})).await.expect_err("a manual error");
+        assert!(manual.to_string().starts_with("malformed event: manual request"), "{manual}");
+    }
+
+    /// 10,000 repositories, some with thousands of images and long reasons:
+    /// every detail line stays well under CloudWatch Logs' 256 KB event
+    /// limit, and the response (the summary) far under Lambda's 6 MB.
+    #[test]
+    fn a_report_of_ten_thousand_repositories_stays_inside_the_limits() {
+        use autopilot::report::{LOG_EVENT_MAX_BYTES, RESPONSE_MAX_BYTES};
+        let digest = |r: usize, i: usize| format!("sha256:{:032x}{i:032x}", r);
+        let repositories: Vec<RepositoryReport> = (0..10_000)
+            .map(|r| {
+                let images = if r % 1000 == 0 { 5_000 } else { 3 };
+                // a few reasons naming thousands of users
+                let reason = |i: usize| {
+                    if r % 2000 == 0 && i < 5 {
+                        "in use by service prod/s; ".repeat(2000)
+                    } else {
+                        "part of kept index sha256:…".to_string()
+                    }
+                };
+                RepositoryReport {
+                    repository: format!("team-{r:05}/service"),
+                    mode: "on (PRUNE_DEFAULT_MODE)".into(),
+                    images_seen: images * 3,
+                    expired_by_rule: BTreeMap::from([(1, images)]),
+                    protected: (0..images)
+                        .map(|i| Protected {
+                            digest: digest(r, i),
+                            tags: vec![format!("build-{i}")],
+                            reason: reason(i),
+                            expired_by_rule: Some(1),
+                            transitioned_by_rule: None,
+                        })
+                        .collect(),
+                    deleted: (0..images).map(|i| digest(r, i + images)).collect(),
+                    failed: (0..images / 10)
+                        .map(|i| Failure {
+                            digest: digest(r, i),
+                            code: "InternalFailure".into(),
+                            message: "x".repeat(300),
+                        })
+                        .collect(),
+                    error: (r % 300 == 7).then(|| "DescribeImages failed: AccessDeniedException".to_string()),
+                    bytes_reclaimed: 1_000_000,
+                    ..RepositoryReport::default()
+                }
+            })
+            .collect();
+        let report = Report {
+            function: "prune-images",
+            trigger: "schedule",
+            dry_run: false,
+            policy_source: "PRUNE_POLICY",
+            in_use: InUseSummary::default(),
+            in_use_failure: None,
+            repositories_failed: repositories.iter().filter(|r| r.error.is_some()).count(),
+            images_deleted: repositories.iter().map(|r| r.deleted.len()).sum(),
+            bytes_reclaimed: 10_000 * 1_000_000,
+            images_archived: 0,
+            images_protected: repositories.iter().map(|r| r.protected.len()).sum(),
+            images_protected_late: 0,
+            api_calls: BTreeMap::from([("DescribeImages".to_string(), 10_000)]),
+            repositories,
+        };
+        let mut lines = 0;
+        for (name, line) in report.detail_lines() {
+            // as it is logged: a JSON string inside the log record
+            let logged = serde_json::to_string(&line).expect("json").len() + 512;
+            assert!(logged < LOG_EVENT_MAX_BYTES / 2, "{name}: {logged} bytes");
+            let back: Value = serde_json::from_str(&line).expect("each line is JSON");
+            assert_eq!(back["repository"], name);
+            if name.starts_with("team-01000/") {
+                // a big repository: its lists are cut and say how much
+                let kept = back["deleted"].as_array().map_or(0, Vec::len);
+                assert!(kept > 0 && kept < 5_000, "{kept}");
+                assert_eq!(back["truncated"]["deleted"], 5_000 - kept);
+            }
+            lines += 1;
+        }
+        assert_eq!(lines, 10_000, "one line per repository");
+        let summary = serde_json::to_string(&report.summary()).expect("json");
+        assert!(summary.len() < 16 * 1024, "the summary is {} bytes", summary.len());
+        assert!(summary.len() < RESPONSE_MAX_BYTES && summary.len() < LOG_EVENT_MAX_BYTES);
+        let back: Value = serde_json::from_str(&summary).expect("json");
+        assert_eq!(back["repositoriesSeen"], 10_000);
+        // 34 repositories failed, 10 more had images fail: the first 20 are named
+        assert_eq!(back["repositoriesFailed"], 34);
+        assert_eq!(back["failures"].as_array().map(Vec::len), Some(autopilot::report::SUMMARY_LIST_MAX));
+        assert_eq!(back["failuresOmitted"], 34 + 10 - autopilot::report::SUMMARY_LIST_MAX);
     }
 
     #[tokio::test]
@@ -710,7 +948,7 @@ mod tests {
             ..FakeRegistry::new("outside", vec![row(1, false, &["latest"]), row(2, false, &[])])
         };
         let d_ = deps_with(FakeRegistries(vec![broken, healthy, outside]), ScriptedInUse::always(InUse::default()));
-        let report = prune(&d_, json!({})).await.expect("the run goes on");
+        let report = prune(&d_, json!({"dryRun": false})).await.expect("the run goes on");
         let by_name = |n: &str| report.repositories.iter().find(|r| r.repository == n).expect("reported");
         assert!(by_name("broken").error.as_deref().unwrap_or("").contains("invalid image index"));
         assert!(by_name("broken").deleted.is_empty());
@@ -725,7 +963,7 @@ mod tests {
             }]),
             ScriptedInUse::always(InUse::default()),
         );
-        let error = handle(&d_, json!({})).await.expect_err("fails after the report");
+        let error = handle(&d_, json!({"dryRun": false})).await.expect_err("fails after the report");
         assert!(error.to_string().contains("repository broken"), "{error}");
     }
 }
@@ -840,8 +1078,11 @@ mod mocked {
             functions: Box::new(LambdaAdapter::from_client(mock_client!(aws_sdk_lambda, RuleMode::MatchAny, &lambda))),
         };
         Deps {
-            config: Config::from_lookup(autopilot::config::lookup_from(&[("PRUNE_MAX_DELETE_PERCENT", "100")]))
-                .expect("valid"),
+            config: Config::from_lookup(autopilot::config::lookup_from(&[
+                ("PRUNE_MAX_DELETE_PERCENT", "100"),
+                ("PRUNE_DEFAULT_MODE", "on"),
+            ]))
+            .expect("valid"),
             region: "us-east-1".into(),
             in_use: Box::new(Sources { regions: vec![region], concurrency: 2 }),
             ecr: Box::new(EcrAdapter::from_client(mock_client!(aws_sdk_ecr, RuleMode::MatchAny, &ecr))),
@@ -862,7 +1103,7 @@ mod mocked {
         let lambda =
             [mock!(aws_sdk_lambda::Client::list_functions).then_output(|| ListFunctionsOutput::builder().build())];
         let d_ = deps(&ecr, &empty_ecs(), &no_buses(), &denied, &lambda);
-        let error = handle(&d_, json!({})).await.expect_err("fails closed");
+        let error = handle(&d_, json!({"dryRun": false})).await.expect_err("fails closed");
         let text = error.to_string();
         assert!(text.contains("schedulerSchedules"), "{text}");
         assert!(text.contains("needs scheduler:ListSchedules"), "{text}");
@@ -902,7 +1143,7 @@ mod mocked {
                 .build()
         });
         let d_ = deps(&ecr, &empty_ecs(), &no_buses(), &no_schedules(), &[listed, got]);
-        let report = handle(&d_, json!({})).await.expect("pruned");
+        let report = handle(&d_, json!({"dryRun": false})).await.expect("pruned");
         let users = &report.repositories[0];
         assert_eq!(users.deleted, [d(2)]);
         assert_eq!(users.protected_late.len(), 1, "{:?}", users.protected_late);

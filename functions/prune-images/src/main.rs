@@ -2,7 +2,7 @@ use autopilot::aws::{cold_start, ecr::EcrAdapter, in_use_sources};
 use autopilot::in_use::protect_regions;
 use autopilot::payload::Payload;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use prune_images::{handle, Config, Deps};
+use prune_images::{invoke, Config, Deps};
 
 /// Wiring only: cold start (tracing, config, SDK), adapters, the handler.
 #[tokio::main(flavor = "current_thread")]
@@ -16,5 +16,5 @@ async fn main() -> Result<(), Error> {
         region: start.region,
         api_calls: start.api_calls,
     };
-    run(service_fn(|event: LambdaEvent<Payload>| handle(&deps, event.payload.into_value()))).await
+    run(service_fn(|event: LambdaEvent<Payload>| invoke(&deps, event.payload.into_value()))).await
 }

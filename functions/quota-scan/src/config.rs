@@ -2,6 +2,7 @@
 
 use autopilot::config::Vars;
 use autopilot::lifecycle::{Policy, DEFAULT_POLICY};
+use autopilot::prune::Safety;
 use autopilot::quota::{Quotas, DEFAULT_IMAGES_PER_REPOSITORY, FREE_TIER_BYTES};
 use autopilot::Error;
 
@@ -18,6 +19,8 @@ pub struct Config {
     /// `PRUNE_POLICY` and `PRUNE_MAX_DELETE_PERCENT`, for the reclaimable figures.
     pub policy: Policy,
     pub max_delete_percent: u32,
+    /// `PRUNE_MIN_AGE_HOURS`: what prune-images would not delete yet.
+    pub min_age_hours: u32,
     /// `SWEEP_CONCURRENCY`: repositories scanned at once.
     pub concurrency: usize,
     /// `DRY_RUN`: report only, publish no metrics.
@@ -54,11 +57,19 @@ impl Config {
             top_repositories: vars.in_range("METRICS_TOP_REPOSITORIES", 10, 0, 1000)? as usize,
             policy,
             max_delete_percent: vars.prune_max_delete_percent()?,
+            min_age_hours: vars.prune_min_age_hours()?,
             concurrency: vars.sweep_concurrency()?,
             dry_run: vars.bool("DRY_RUN", false)?,
             protect_regions: vars.protect_regions()?,
             metrics_namespace: vars.metrics_namespace(),
         })
+    }
+}
+
+impl Config {
+    /// The same brake and age floor prune-images plans with.
+    pub fn safety(&self) -> Safety {
+        Safety { max_delete_percent: self.max_delete_percent, min_age_seconds: i64::from(self.min_age_hours) * 3600 }
     }
 }
 
@@ -88,6 +99,7 @@ mod tests {
             ("QUOTA_DEDUPE_LAYERS", "yes"),
             ("METRICS_TOP_REPOSITORIES", "many"),
             ("PROTECT_REGIONS", "us-east-1,,x"),
+            ("PRUNE_MIN_AGE_HOURS", "-1"),
         ] {
             let err = config(&[(var, value)]).expect_err(var).to_string();
             assert!(err.starts_with(&format!("invalid configuration: {var}=")), "{err}");

@@ -6,6 +6,11 @@
 //! prune-images reads, [`autopilot::in_use`]) → measure and plan
 //! ([`autopilot::quota`], [`autopilot::prune::plan`]) → report and metrics.
 //! It writes nothing to AWS.
+//!
+//! The report is bounded ([`autopilot::report`]): one log line per
+//! repository, then a [`Summary`] of fixed size, which is also the
+//! invocation's response. Every run that is not a preview publishes
+//! `ScanCompleted`, so a scan that stopped running is an alarm, not silence.
 
 pub mod config;
 
@@ -18,8 +23,10 @@ use tracing::{error, info, instrument, warn};
 
 use autopilot::aws::ApiCalls;
 use autopilot::in_use::{InUse, InUseReader, SourceFailureReport};
+use autopilot::invocation::{is_eventbridge, settle, Envelope, Response};
 use autopilot::ports::{Registry, Repository};
 use autopilot::quota::{self, Status};
+use autopilot::report::{bounded_line, first_few, DETAIL_LINE_MAX_BYTES};
 use autopilot::snapshot;
 use autopilot::telemetry::{Metrics, Unit};
 use autopilot::Error;
@@ -65,7 +72,7 @@ pub struct RepositoryUsage {
     pub skipped: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RegistryUsage {
     pub storage_bytes: u64,
@@ -85,6 +92,8 @@ pub struct RegistryUsage {
 pub struct Report {
     pub function: &'static str,
     pub trigger: &'static str,
+    /// A preview: no metrics were published.
+    pub dry_run: bool,
     pub warn_percent: u32,
     pub images_per_repository_quota: u64,
     pub registry: RegistryUsage,
@@ -97,6 +106,79 @@ pub struct Report {
     pub api_calls: BTreeMap<String, u64>,
 }
 
+/// The scan in a few kilobytes, whatever the number of repositories: the
+/// invocation's response and its last log line. Each repository's usage is
+/// a log line of its own (`repository report`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub function: &'static str,
+    pub trigger: &'static str,
+    pub dry_run: bool,
+    pub warn_percent: u32,
+    pub images_per_repository_quota: u64,
+    pub registry: RegistryUsage,
+    pub repositories_scanned: usize,
+    pub repositories_warn: usize,
+    pub repositories_over: usize,
+    pub repositories_skipped: usize,
+    /// The largest repositories, by stored bytes.
+    pub largest: Vec<Largest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_use_failure: Option<SourceFailureReport>,
+    pub api_calls: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Largest {
+    pub repository: String,
+    pub stored_bytes: u64,
+    pub image_count: usize,
+    pub status: Option<Status>,
+}
+
+impl Report {
+    pub fn summary(&self) -> Summary {
+        let with = |status: Status| self.repositories.iter().filter(|u| u.status == Some(status)).count();
+        let (largest, _) = first_few(self.repositories.iter().filter(|u| u.skipped.is_none()).map(|u| Largest {
+            repository: u.repository.clone(),
+            stored_bytes: u.stored_bytes,
+            image_count: u.image_count,
+            status: u.status,
+        }));
+        Summary {
+            function: self.function,
+            trigger: self.trigger,
+            dry_run: self.dry_run,
+            warn_percent: self.warn_percent,
+            images_per_repository_quota: self.images_per_repository_quota,
+            registry: self.registry.clone(),
+            repositories_scanned: self.repositories.len(),
+            repositories_warn: with(Status::Warn),
+            repositories_over: with(Status::Over),
+            repositories_skipped: self.repositories.iter().filter(|u| u.skipped.is_some()).count(),
+            largest,
+            in_use_failure: self.in_use_failure.clone(),
+            api_calls: self.api_calls.clone(),
+        }
+    }
+
+    /// One line per repository (largest first), each at most [`DETAIL_LINE_MAX_BYTES`].
+    pub fn detail_lines(&self) -> impl Iterator<Item = (&str, String)> + '_ {
+        self.repositories.iter().map(|u| (u.repository.as_str(), bounded_line(u, DETAIL_LINE_MAX_BYTES)))
+    }
+}
+
+/// The invocation as Lambda sees it: [`handle`], answered with the
+/// [`Summary`]; an EventBridge event that is not the schedule is rejected
+/// ([`autopilot::invocation`]) rather than failed and retried.
+pub async fn invoke(deps: &Deps, payload: Value) -> Result<Response<Summary>, Error> {
+    let envelope = Envelope::of(&payload);
+    let result = handle(deps, payload).await.map(|report| report.summary());
+    settle("quota-scan", &deps.config.metrics_namespace, envelope, result)
+}
+
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Manual {
@@ -106,14 +188,16 @@ struct Manual {
     dry_run: Option<bool>,
 }
 
-/// `(trigger, repositories, dry run)` from the schedule's event or a manual request.
+/// `(trigger, repositories, dry run)` from the schedule's event or a manual
+/// request; a manual request is a preview (no metrics) unless it says
+/// `"dryRun": false`.
 fn parse(payload: Value) -> Result<(&'static str, Vec<String>, bool), Error> {
-    let Value::Object(object) = &payload else {
+    let Value::Object(_) = &payload else {
         return Err(Error::malformed("expected a JSON object (the schedule's event or a manual request)"));
     };
-    if object.contains_key("detail-type") || object.contains_key("source") {
-        let source = object.get("source").and_then(Value::as_str).unwrap_or_default();
-        let detail_type = object.get("detail-type").and_then(Value::as_str).unwrap_or_default();
+    if is_eventbridge(&payload) {
+        let source = payload.get("source").and_then(Value::as_str).unwrap_or_default();
+        let detail_type = payload.get("detail-type").and_then(Value::as_str).unwrap_or_default();
         if (source, detail_type) != ("aws.events", "Scheduled Event") {
             return Err(Error::UnexpectedEvent(format!(
                 "source {source:?} with detail-type {detail_type:?}; quota-scan runs on its schedule or a manual request"
@@ -127,7 +211,8 @@ fn parse(payload: Value) -> Result<(&'static str, Vec<String>, bool), Error> {
     if repositories.iter().any(|r| r.trim().is_empty()) {
         return Err(Error::malformed("manual request: repositories holds an empty name"));
     }
-    Ok(("manual", repositories, manual.dry_run.unwrap_or(false)))
+    // The one rule for manual payloads: a preview unless `"dryRun": false`.
+    Ok(("manual", repositories, manual.dry_run != Some(false)))
 }
 
 #[instrument(skip_all)]
@@ -193,6 +278,7 @@ pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
     let report = Report {
         function: "quota-scan",
         trigger,
+        dry_run,
         warn_percent: q.warn_percent,
         images_per_repository_quota: q.images_per_repository,
         registry,
@@ -205,7 +291,10 @@ pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
             metrics.emit();
         }
     }
-    info!(report = %serde_json::to_string(&report).unwrap_or_default(), "done");
+    for (repository, detail) in report.detail_lines() {
+        info!(repository, detail = %detail, "repository report");
+    }
+    info!(summary = %serde_json::to_string(&report.summary()).unwrap_or_default(), "done");
     Ok(report)
 }
 
@@ -222,7 +311,7 @@ async fn scan(deps: &Deps, repository: &Repository, uses: Option<&InUse>, now: i
         &c.policy,
         uses.unwrap_or(&empty),
         now,
-        c.max_delete_percent,
+        c.safety(),
         // Referrers cost one call per image; the figures leave them out.
         false,
     )
@@ -263,7 +352,10 @@ pub fn metrics(report: &Report, config: &Config) -> Vec<Metrics> {
         .put("RegistryStorageUtilization", report.registry.storage_percent, Unit::Percent)
         .put("RegistryImageCount", report.registry.image_count as f64, Unit::Count)
         .put("RegistryReclaimableBytes", report.registry.reclaimable_bytes as f64, Unit::Bytes)
-        .put("ApiCalls", report.api_calls.values().sum::<u64>() as f64, Unit::Count);
+        .put("ApiCalls", report.api_calls.values().sum::<u64>() as f64, Unit::Count)
+        // Every run: the alarm on its absence tells a scan that stopped
+        // running from a registry with nothing to report.
+        .put("ScanCompleted", 1.0, Unit::Count);
     let mut all = vec![registry];
     for u in report.repositories.iter().filter(|u| u.skipped.is_none()).take(config.top_repositories) {
         let mut m = Metrics::new(&config.metrics_namespace).dimension("Repository", &u.repository);
@@ -273,4 +365,96 @@ pub fn metrics(report: &Report, config: &Config) -> Vec<Metrics> {
         all.push(m);
     }
     all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use autopilot::report::{LOG_EVENT_MAX_BYTES, RESPONSE_MAX_BYTES, SUMMARY_LIST_MAX};
+
+    fn registry() -> RegistryUsage {
+        RegistryUsage {
+            storage_bytes: 0,
+            storage_quota_bytes: 500_000_000,
+            storage_percent: 0.0,
+            status: Status::Ok,
+            image_count: 0,
+            reclaimable_images: 0,
+            reclaimable_bytes: 0,
+            storage_bytes_after_prune: 0,
+            storage_percent_after_prune: 0.0,
+        }
+    }
+
+    /// 10,000 repositories: one log line each, well under CloudWatch Logs'
+    /// 256 KB, and a summary (the response) of a few kilobytes.
+    #[test]
+    fn a_report_of_ten_thousand_repositories_stays_inside_the_limits() {
+        let repositories: Vec<RepositoryUsage> = (0..10_000)
+            .map(|r| RepositoryUsage {
+                repository: format!("team-{r:05}/service"),
+                rank: r + 1,
+                image_count: 100_000 - r,
+                stored_bytes: 10_000_000_000 - r as u64,
+                status: Some(if r < 30 { Status::Over } else { Status::Ok }),
+                reclaim_brake: (r % 500 == 0).then(|| "safety brake: ".repeat(500)),
+                ..RepositoryUsage::default()
+            })
+            .collect();
+        let report = Report {
+            function: "quota-scan",
+            trigger: "schedule",
+            dry_run: false,
+            warn_percent: 80,
+            images_per_repository_quota: 100_000,
+            registry: registry(),
+            repositories,
+            in_use_failure: None,
+            api_calls: BTreeMap::from([("DescribeImages".to_string(), 10_000)]),
+        };
+        let mut lines = 0;
+        for (name, line) in report.detail_lines() {
+            let logged = serde_json::to_string(&line).expect("json").len() + 512;
+            assert!(logged < LOG_EVENT_MAX_BYTES / 2, "{name}: {logged} bytes");
+            let back: Value = serde_json::from_str(&line).expect("JSON");
+            assert_eq!(back["repository"], name);
+            lines += 1;
+        }
+        assert_eq!(lines, 10_000);
+        let summary = serde_json::to_string(&report.summary()).expect("json");
+        assert!(summary.len() < 16 * 1024 && summary.len() < RESPONSE_MAX_BYTES, "{} bytes", summary.len());
+        let back: Value = serde_json::from_str(&summary).expect("json");
+        assert_eq!(back["repositoriesScanned"], 10_000);
+        assert_eq!(back["repositoriesOver"], 30);
+        assert_eq!(back["largest"].as_array().map(Vec::len), Some(SUMMARY_LIST_MAX));
+        assert_eq!(back["largest"][0]["repository"], "team-00000/service");
+    }
+
+    #[test]
+    fn every_published_run_says_it_completed() {
+        let report = Report {
+            function: "quota-scan",
+            trigger: "schedule",
+            dry_run: false,
+            warn_percent: 80,
+            images_per_repository_quota: 100_000,
+            registry: registry(),
+            repositories: Vec::new(),
+            in_use_failure: None,
+            api_calls: BTreeMap::new(),
+        };
+        let config = Config::from_lookup(autopilot::config::lookup_from(&[])).expect("defaults");
+        let docs = metrics(&report, &config)[0].documents(0);
+        assert_eq!(docs[0]["ScanCompleted"], 1.0);
+        assert_eq!(docs[0]["Function"], "quota-scan");
+    }
+
+    #[test]
+    fn manual_requests_are_previews_unless_they_say_otherwise() {
+        let parsed = |v: Value| parse(v).expect("parses");
+        assert_eq!(parsed(serde_json::json!({})), ("manual", vec![], true));
+        assert_eq!(parsed(serde_json::json!({"dryRun": false})), ("manual", vec![], false));
+        let schedule = serde_json::json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+        assert_eq!(parsed(schedule), ("schedule", vec![], false));
+    }
 }

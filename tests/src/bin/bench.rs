@@ -200,7 +200,7 @@ fn push(clusters: &str, per_cluster: &str) {
 fn planner(images: &str) {
     use autopilot::in_use::{Source, User};
     use autopilot::lifecycle::{Policy, DEFAULT_POLICY};
-    use autopilot::prune::{in_use, plan, InUse, RepoImage, RepositoryId};
+    use autopilot::prune::{in_use, plan, InUse, RepoImage, RepositoryId, Safety};
     use std::collections::BTreeMap;
     let n = number(images);
     let now = 1_800_000_000i64;
@@ -238,7 +238,15 @@ fn planner(images: &str) {
     let policy = Policy::parse(DEFAULT_POLICY).expect("default policy");
     let started = Instant::now();
     let used = in_use(&repository, &rows, &uses);
-    let p = plan(&policy, &rows, &used, &children, &BTreeMap::new(), now, 100);
+    let p = plan(
+        &policy,
+        &rows,
+        &used,
+        &children,
+        &BTreeMap::new(),
+        now,
+        Safety { max_delete_percent: 100, min_age_seconds: 3600 },
+    );
     let elapsed = started.elapsed();
     println!(
         "prune planner over {n} images: {:.1} ms ({} to delete, {} protected)",
@@ -264,9 +272,10 @@ fn prune(images: &str) {
         moto().set_clock("+0d");
         world.push_image("users", &["latest"], "arm64", "latest").await;
         eprintln!("[bench] pushed {n} images in {:.0} s", started.elapsed().as_secs_f64());
-        let lambda = Lambda::start("prune-images", &[("PRUNE_MAX_DELETE_PERCENT", "100")]);
+        let lambda =
+            Lambda::start("prune-images", &[("PRUNE_MAX_DELETE_PERCENT", "100"), ("PRUNE_DEFAULT_MODE", "on")]);
         let started = Instant::now();
-        let report = lambda.invoke(&serde_json::json!({"repositories": ["users"]})).expect("prune");
+        let report = lambda.invoke(&serde_json::json!({"repositories": ["users"], "dryRun": false})).expect("prune");
         let wall = started.elapsed();
         let calls = &report["apiCalls"];
         let total: u64 = calls.as_object().map(|m| m.values().filter_map(|v| v.as_u64()).sum()).unwrap_or(0);

@@ -189,19 +189,35 @@ async fn housekeeping(demo: &Demo, world: &World) {
 
     demo.progress("starting quota-scan");
     let quota = Lambda::start("quota-scan", &[]);
-    let scan = demo.report("quota-scan", quota.invoke(&event("quota-scan-schedule.json")));
+    let scan = demo.report("quota-scan", quota.invoke_detailed(&event("quota-scan-schedule.json")));
     demo.show("quota-scan: every repository against the 500 MB free tier", &scan, tables::quota(&scan));
 
+    // A fresh install: PRUNE_DEFAULT_MODE is dry-run (the template's default),
+    // so the first daily run only reports what it would delete.
     demo.progress("starting prune-images");
     let prune = Lambda::start("prune-images", &[]);
     let mut before = Inventory::new();
     for repository in SERVICES {
         before.insert(repository.to_string(), world.image_tags(repository).await);
     }
-    let preview = prune.invoke(&json!({"dryRun": true, "repositories": ["users"]}));
-    let preview = demo.report("prune-images dry run", preview);
-    demo.show("prune-images, dry run of the default policy on users", &preview, tables::prune(&preview, &before));
-    let run = demo.report("prune-images", prune.invoke(&event("prune-images-schedule.json")));
+    let first = demo.report("prune-images first run", prune.invoke_detailed(&event("prune-images-schedule.json")));
+    demo.show(
+        "prune-images, the first daily run of a fresh install (PRUNE_DEFAULT_MODE=dry-run)",
+        &first,
+        tables::prune(&first, &before),
+    );
+    println!(
+        "nothing deleted; the report says what would go ({} image(s), {} bytes)",
+        first["imagesPlanned"], first["bytesPlanned"]
+    );
+    // The owner read it and switches users on, with one tag.
+    let arn = format!("arn:aws:ecr:{}:{}:repository/users", autopilot_e2e::REGION, autopilot_e2e::ACCOUNT);
+    let on = aws_sdk_ecr::types::Tag::builder().key("autopilot:prune").value("on").build().expect("tag");
+    world.ecr.tag_resource().resource_arn(&arn).tags(on).send().await.expect("tag users");
+    println!(
+        "\nthe owner switches users on: aws ecr tag-resource --resource-arn {arn} --tags Key=autopilot:prune,Value=on"
+    );
+    let run = demo.report("prune-images", prune.invoke_detailed(&event("prune-images-schedule.json")));
     demo.show("prune-images, the daily run", &run, tables::prune(&run, &before));
     println!(
         "prune-images deleted {} image(s), {} bytes; protected {} (in use, by a service or the nightly job, or part of a kept index)",
