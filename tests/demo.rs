@@ -85,6 +85,18 @@ fn the_demo_tells_the_story_in_tables_and_json_on_request() {
     assert!(quota.cell(users[0], "reclaimable").starts_with("2 image(s)"), "{quota:?}");
     assert_eq!(quota.rows.last().map(|r| r[0].as_str()), Some("(registry)"));
 
+    // quota-scan's audit: one finding, posts v1, which the posts service
+    // still runs and the native "keep the newest image" rule expires.
+    let audit = table_under(&stdout, "quota-scan audit: images in use that a native lifecycle policy will expire");
+    assert_eq!(audit.rows.len(), 1, "{audit:?}");
+    let row = &audit.rows[0];
+    assert_eq!(audit.cell(row, "repository"), "posts");
+    assert_eq!(audit.cell(row, "tags"), "v1");
+    assert_eq!(audit.cell(row, "native rule"), "expire 1");
+    assert_eq!(audit.cell(row, "due"), "now");
+    assert!(audit.cell(row, "used by").contains("service microservices/posts in us-east-1"), "{audit:?}");
+    assert!(stdout.contains("NativePolicyInUseExpiries = 1"), "{stdout}");
+
     // prune-images: the image users runs is kept because it is in use, and
     // so is the leftover the nightly Scheduler job runs; the other two
     // untagged leftovers are deleted by the untagged rule.

@@ -150,3 +150,159 @@ async fn bad_input_and_bad_configuration() {
         assert!(broken.log_text().contains(&format!("invalid configuration: {var}=")), "{}", broken.log_text());
     }
 }
+
+const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+
+/// The tutorials' native lifecycle policy: expire untagged images a day after their push.
+const NATIVE_UNTAGGED_1_DAY: &str = r#"{"rules": [{"rulePriority": 1, "description": "Expire untagged images older than 1 day",
+  "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 1},
+  "action": {"type": "expire"}}]}"#;
+
+/// users with the native policy: two untagged images pushed three days ago
+/// and `latest`; with `consumer`, a service scaled to zero whose revision
+/// pins the first untagged one (it runs no task, and would start from it).
+/// posts: no native policy. Returns the pinned digest.
+async fn native_policy_registry(consumer: bool) -> String {
+    enable_fake_clock();
+    moto().reset();
+    let world = World::new().await;
+    world.repository("users").await;
+    world.repository("posts").await;
+    world.native_lifecycle_policy("users", NATIVE_UNTAGGED_1_DAY).await;
+    moto().set_clock("-3d");
+    let pinned = world.push_image("users", &[], "arm64", "report-job").await;
+    world.push_image("users", &[], "arm64", "leftover").await;
+    moto().set_clock("+0d");
+    world.push_image("users", &["latest"], "arm64", "users-latest").await;
+    world.push_image("posts", &["latest"], "arm64", "posts-latest").await;
+    if consumer {
+        world.cluster("microservices").await;
+        let td = world.task_definition_running("reports", &format!("{HOST}/users@{}", pinned.digest)).await;
+        world.service_scaled_to_zero("microservices", "reports", &td).await;
+    }
+    pinned.digest
+}
+
+fn emf_value(docs: &[Value], dimension: &str, value: &str, metric: &str) -> Option<f64> {
+    docs.iter().find(|d| d[dimension] == value && d.get(metric).is_some()).and_then(|d| d[metric].as_f64())
+}
+
+/// Issue 14: the native policy would expire an untagged digest that a
+/// scaled-to-zero service's revision pins. The audit names the image, the
+/// service and the rule; the metric is 1 for the repository and in total.
+#[tokio::test]
+async fn the_audit_warns_before_a_native_policy_expires_an_image_a_service_pins() {
+    let _serial = serial().await;
+    let pinned = native_policy_registry(true).await;
+    let lambda = Lambda::start("quota-scan", &[("PRUNE_DEFAULT_MODE", "on")]);
+    let report = lambda.invoke_detailed(&event("quota-scan-schedule.json")).expect("scan");
+    let audit = &repository(&report, "users")["audit"];
+    assert_eq!(audit["nativePolicy"], "present", "{audit:#}");
+    assert_eq!(audit["nativePolicyActsNow"], 2, "both untagged images are past the rule");
+    assert_eq!(audit["inUseExpiries"], 1, "{audit:#}");
+    let expiry = &audit["expiries"][0];
+    assert_eq!(expiry["digest"], pinned.as_str());
+    assert_eq!(
+        (&expiry["rulePriority"], &expiry["action"], &expiry["due"]),
+        (&json!(1), &json!("expire"), &json!("now"))
+    );
+    let used_by: Vec<&str> = expiry["usedBy"].as_array().expect("usedBy").iter().filter_map(Value::as_str).collect();
+    assert!(
+        used_by.contains(&"service microservices/reports in us-east-1 (digest)"),
+        "the digest the service revision pinned (the emulator's DescribeServiceRevisions): {used_by:?}"
+    );
+    assert_eq!(report["audit"]["nativePolicyInUseExpiries"], 1);
+    assert_eq!(report["audit"]["repositoriesWithNativePolicy"], 1);
+    assert_eq!(repository(&report, "posts")["audit"]["nativePolicy"], "none");
+    assert!(repository(&report, "posts")["audit"].get("inUseExpiries").is_none());
+
+    let docs = checked_emf(&lambda);
+    assert_eq!(emf_value(&docs, "Function", "quota-scan", "NativePolicyInUseExpiries"), Some(1.0), "{docs:?}");
+    assert_eq!(emf_value(&docs, "Repository", "users", "NativePolicyInUseExpiries"), Some(1.0), "{docs:?}");
+    assert_eq!(
+        emf_value(&docs, "Repository", "posts", "NativePolicyInUseExpiries"),
+        None,
+        "no native policy, no metric"
+    );
+    let logs = lambda.log_text();
+    let warning = logs
+        .lines()
+        .find(|l| l.contains("the native lifecycle policy will remove an image in use"))
+        .unwrap_or_else(|| panic!("a WARN line per finding:\n{logs}"));
+    assert!(
+        warning.contains("WARN") && warning.contains(&pinned) && warning.contains("microservices/reports"),
+        "{warning}"
+    );
+
+    // The other findings on the same registry: moto's repositories default to
+    // MUTABLE tags and scan on push off; prune-images is switched on here.
+    let kinds: Vec<&str> =
+        audit["findings"].as_array().expect("findings").iter().filter_map(|f| f["kind"].as_str()).collect();
+    assert_eq!(kinds, ["twoDeleters", "scanOnPushOff"], "{audit:#}");
+    assert!(audit["findings"][0]["message"].as_str().unwrap_or_default().contains("PRUNE_DEFAULT_MODE=on"));
+    assert_eq!(report["audit"]["findings"], json!({"scanOnPushOff": 2, "twoDeleters": 1}));
+}
+
+#[tokio::test]
+async fn the_same_repository_without_the_consumer_reports_zero() {
+    let _serial = serial().await;
+    native_policy_registry(false).await;
+    let lambda = Lambda::start("quota-scan", &[("PRUNE_DEFAULT_MODE", "off")]);
+    let report = lambda.invoke_detailed(&json!({"repositories": ["users"], "dryRun": false})).expect("scan");
+    let audit = &repository(&report, "users")["audit"];
+    assert_eq!(audit["nativePolicyActsNow"], 2, "the policy still expires both untagged images: {audit:#}");
+    assert_eq!(audit["inUseExpiries"], 0);
+    assert!(audit.get("expiries").is_none(), "{audit:#}");
+    let kinds: Vec<&str> =
+        audit["findings"].as_array().expect("findings").iter().filter_map(|f| f["kind"].as_str()).collect();
+    assert_eq!(kinds, ["scanOnPushOff"], "prune-images is off: one deleter");
+    let docs = checked_emf(&lambda);
+    assert_eq!(emf_value(&docs, "Function", "quota-scan", "NativePolicyInUseExpiries"), Some(0.0), "{docs:?}");
+    assert_eq!(emf_value(&docs, "Repository", "users", "NativePolicyInUseExpiries"), Some(0.0));
+    assert!(!lambda.log_text().contains("will remove an image in use"));
+}
+
+/// A deploy-on-push service that follows `latest` exactly, on a repository
+/// whose tags are MUTABLE, and an IMMUTABLE repository with scan on push on
+/// that the same kind of service follows: only the first is a finding.
+#[tokio::test]
+async fn a_mutable_tag_that_deploy_on_push_follows_exactly_is_a_finding() {
+    let _serial = serial().await;
+    enable_fake_clock();
+    moto().reset();
+    let world = World::new().await;
+    world.repository("users").await;
+    world
+        .ecr
+        .create_repository()
+        .repository_name("posts")
+        .image_tag_mutability(aws_sdk_ecr::types::ImageTagMutability::Immutable)
+        .image_scanning_configuration(
+            aws_sdk_ecr::types::ImageScanningConfiguration::builder().scan_on_push(true).build(),
+        )
+        .send()
+        .await
+        .expect("create_repository");
+    world.push_image("users", &["latest"], "arm64", "users-latest").await;
+    world.push_image("posts", &["latest"], "arm64", "posts-latest").await;
+    world.cluster("microservices").await;
+    for (service, track) in [("users", "latest"), ("posts", "latest")] {
+        let td = world.task_definition_running(service, &format!("{HOST}/{service}:latest")).await;
+        world
+            .service_tagged("microservices", service, &td, &[("autopilot:deploy", "on"), ("autopilot:track", track)])
+            .await;
+    }
+    let lambda = Lambda::start("quota-scan", &[]);
+    let report = lambda.invoke_detailed(&event("quota-scan-schedule.json")).expect("scan");
+    let users = &repository(&report, "users")["audit"];
+    let mutable = users["findings"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["kind"] == "mutableTrackedTag"))
+        .unwrap_or_else(|| panic!("{users:#}"));
+    assert!(
+        mutable["message"].as_str().unwrap_or_default().contains("latest by service microservices/users in us-east-1"),
+        "{mutable}"
+    );
+    let posts = &repository(&report, "posts")["audit"];
+    assert!(posts.get("findings").is_none(), "IMMUTABLE with scan on push, no native policy: {posts:#}");
+}

@@ -478,6 +478,69 @@ fn quota_scan_schedule_alarm_and_topic() {
     }
 }
 
+/// Issue 14: quota-scan's audit alarms on NativePolicyInUseExpiries > 0 to
+/// the alarm topic, and reads native lifecycle policies and repository
+/// settings without gaining any write.
+#[test]
+fn native_policy_audit_alarm_and_read_only_iam() {
+    let template = translated();
+    let alarm = &template["Resources"]["NativePolicyInUseExpiriesAlarm"]["Properties"];
+    assert_eq!(alarm["MetricName"], "NativePolicyInUseExpiries");
+    assert_eq!(alarm["Namespace"]["Ref"], "MetricsNamespace");
+    assert_eq!(alarm["Dimensions"], serde_json::json!([{"Name": "Function", "Value": "quota-scan"}]));
+    assert_eq!(
+        (alarm["Threshold"].as_f64(), alarm["ComparisonOperator"].as_str()),
+        (Some(0.0), Some("GreaterThanThreshold"))
+    );
+    assert_eq!(alarm["AlarmActions"], serde_json::json!([{"Ref": "AlarmTopic"}]));
+    assert_eq!(alarm["TreatMissingData"], "notBreaching", "no data (in-use set unreadable, or no run) is not an alarm");
+    assert!(
+        emitted_metric_names().contains("NativePolicyInUseExpiries"),
+        "the alarm watches a metric quota-scan emits"
+    );
+
+    let statements = statements_of(&template, "QuotaScanRole");
+    let ecr: Vec<(String, Vec<Value>)> = statements
+        .iter()
+        .flat_map(|s| as_list(&s["Action"]).into_iter().map(move |a| (a, as_list(&s["Resource"]))))
+        .filter_map(|(a, r)| a.as_str().filter(|a| a.starts_with("ecr:")).map(|a| (a.to_string(), r)))
+        .collect();
+    for needed in ["ecr:GetLifecyclePolicy", "ecr:DescribeRepositories"] {
+        let (_, resources) =
+            ecr.iter().find(|(a, _)| a == needed).unwrap_or_else(|| panic!("quota-scan lacks {needed}"));
+        let scoped = resources.iter().all(|r| r["Fn::Sub"].as_str().is_some_and(|s| s.ends_with(":repository/*")));
+        assert!(scoped, "{needed} is scoped to this account's repositories: {resources:?}");
+    }
+    // No ECR write of any kind, named or by wildcard.
+    const WRITES: &[&str] = &[
+        "Put",
+        "Delete",
+        "Update",
+        "Tag",
+        "Untag",
+        "Set",
+        "Start",
+        "Create",
+        "Upload",
+        "Initiate",
+        "Complete",
+        "Replicate",
+        "Batch",
+    ];
+    for (action, _) in &ecr {
+        let verb = action.trim_start_matches("ecr:");
+        assert!(!verb.contains('*'), "quota-scan has a wildcard ECR action: {action}");
+        let writes = WRITES.iter().any(|w| verb.starts_with(w)) && verb != "BatchGetImage";
+        assert!(!writes, "quota-scan may only read ECR: {action}");
+    }
+    assert!(
+        template["Resources"]["QuotaScanFunction"]["Properties"]["Environment"]["Variables"]["PRUNE_DEFAULT_MODE"]
+            ["Ref"]
+            == "PruneDefaultMode",
+        "the audit knows where prune-images deletes"
+    );
+}
+
 fn alarms(template: &Value) -> Vec<(&String, &Value)> {
     resources_of(template, "AWS::CloudWatch::Alarm")
 }
@@ -826,6 +889,7 @@ fn dashboard_shows_only_metrics_the_functions_emit() {
         "BytesReclaimed",
         "LogGroupsCreated",
         "LogGroupsRetentionSet",
+        "NativePolicyInUseExpiries",
         "Errors",
         "Duration",
     ] {

@@ -499,6 +499,7 @@ impl Registry for FakeRegistry {
             arn: format!("arn:aws:ecr:us-east-1:123456789012:repository/{}", self.repository),
             registry_id: "123456789012".into(),
             tags: Tags::new(),
+            ..Repository::default()
         }])
     }
 

@@ -7,6 +7,7 @@
 //! Configuration ([`config`]), errors ([`error`]) and telemetry ([`telemetry`])
 //! are shared so every function starts, fails and reports the same way.
 
+pub mod audit;
 pub mod aws;
 pub mod config;
 pub mod deploy;

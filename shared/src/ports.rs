@@ -129,13 +129,19 @@ pub trait Notifier: Send + Sync {
     async fn publish(&self, subject: &str, message: &str) -> Result<(), AwsError>;
 }
 
-/// An ECR repository with its tags.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An ECR repository with its tags and the settings DescribeRepositories
+/// reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Repository {
     pub name: String,
     pub arn: String,
     pub registry_id: String,
     pub tags: Tags,
+    /// `imageTagMutability`: `MUTABLE`, `IMMUTABLE`, or one of their
+    /// `_WITH_EXCLUSION` forms.
+    pub tag_mutability: Option<String>,
+    /// `imageScanningConfiguration.scanOnPush` (the repository's own setting).
+    pub scan_on_push: Option<bool>,
 }
 
 /// What BatchDeleteImage said, per digest.
@@ -191,6 +197,17 @@ pub trait Registry: Send + Sync {
         -> Result<BTreeMap<String, Vec<String>>, AwsError>;
 }
 
+/// What quota-scan's audit reads of a repository beyond its images.
+#[async_trait]
+pub trait RepositoryPolicies: Send + Sync {
+    /// The native lifecycle policy's text (GetLifecyclePolicy); `None` when
+    /// the repository has none (`LifecyclePolicyNotFoundException`).
+    async fn lifecycle_policy(&self, repository: &str) -> Result<Option<String>, AwsError>;
+
+    /// The repository's tags (ListTagsForResource).
+    async fn repository_tags(&self, arn: &str) -> Result<Tags, AwsError>;
+}
+
 /// A container image as ECS recorded it: the reference the task definition
 /// names, and the digest ECS resolved it to (when it has).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -213,6 +230,8 @@ pub struct ServiceUsage {
     pub deployment_task_definitions: Vec<String>,
     /// Task definitions of the task sets (CODE_DEPLOY and EXTERNAL services).
     pub task_set_task_definitions: Vec<String>,
+    /// The service's tags (`autopilot:deploy`, `autopilot:track`, …).
+    pub tags: Tags,
 }
 
 /// One row of ListServiceDeployments.

@@ -71,6 +71,7 @@ impl RepoImage {
 
 /// What is in use, from every source: see [`crate::in_use`].
 pub use crate::in_use::InUse;
+use crate::in_use::User;
 
 /// The repository being planned, and where it lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,14 +173,28 @@ impl PrunePlan {
 /// Which digests of this repository something uses, and why (every reason,
 /// sorted, so the result does not depend on the order sources listed things in).
 pub fn in_use(repository: &RepositoryId, images: &[RepoImage], uses: &InUse) -> BTreeMap<String, String> {
+    users_of(repository, images, uses)
+        .into_iter()
+        .map(|(digest, users)| {
+            let reasons: BTreeSet<String> = users.iter().map(|(who, how)| format!("in use by {who} ({how})")).collect();
+            (digest, reasons.into_iter().collect::<Vec<_>>().join("; "))
+        })
+        .collect()
+}
+
+/// Digest of this repository → who uses it and how (`pinned by digest`,
+/// `tag latest`, `digest`). A reference by tag counts for the image the tag
+/// points at now.
+pub fn users_of(
+    repository: &RepositoryId,
+    images: &[RepoImage],
+    uses: &InUse,
+) -> BTreeMap<String, BTreeSet<(User, String)>> {
     let present: BTreeSet<&str> = images.iter().map(|i| i.digest.as_str()).collect();
-    let mut protected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut found: BTreeMap<String, BTreeSet<(User, String)>> = BTreeMap::new();
     for (reference, users) in &uses.references {
         let Some(image) = ImageRef::parse(reference) else { continue };
-        let ours =
-            image.ecr_registry().is_some_and(|r| r.account == repository.account && r.region == repository.region)
-                && image.repository == repository.name;
-        if !ours {
+        if !is_ours(repository, &image) {
             continue;
         }
         let (digest, how) = if let Some(digest) = &image.digest {
@@ -191,20 +206,23 @@ pub fn in_use(repository: &RepositoryId, images: &[RepoImage], uses: &InUse) -> 
         };
         let Some(digest) = digest else { continue };
         for who in users {
-            protected.entry(digest.clone()).or_default().insert(format!("in use by {who} ({how})"));
+            found.entry(digest.clone()).or_default().insert((who.clone(), how.clone()));
         }
     }
     for (digest, users) in &uses.digests {
         if present.contains(digest.as_str()) {
             for who in users {
-                protected.entry(digest.clone()).or_default().insert(format!("in use by {who} (digest)"));
+                found.entry(digest.clone()).or_default().insert((who.clone(), "digest".to_string()));
             }
         }
     }
-    protected
-        .into_iter()
-        .map(|(digest, reasons)| (digest, reasons.into_iter().collect::<Vec<_>>().join("; ")))
-        .collect()
+    found
+}
+
+/// Does this reference name this repository, in its account and region?
+pub fn is_ours(repository: &RepositoryId, image: &ImageRef) -> bool {
+    image.ecr_registry().is_some_and(|r| r.account == repository.account && r.region == repository.region)
+        && image.repository == repository.name
 }
 
 /// The whole plan for one repository. `children` maps each index digest to
@@ -771,6 +789,7 @@ mod tests {
                 task_definition: None,
                 deployment_task_definitions: vec![],
                 task_set_task_definitions: task_sets,
+                tags: Default::default(),
             };
             match Source::ALL[c.source % Source::ALL.len()] {
                 Source::ServiceDeployment => {

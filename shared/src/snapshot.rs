@@ -109,6 +109,7 @@ mod tests {
             arn: "arn:aws:ecr:us-east-1:123456789012:repository/users".into(),
             registry_id: "123456789012".into(),
             tags: Default::default(),
+            ..Repository::default()
         };
         let policy = Policy::parse(DEFAULT_POLICY).expect("valid");
         let planned =

@@ -288,6 +288,27 @@ pub fn quota(report: &Value) -> Table {
     table
 }
 
+/// quota-scan's audit: one row per image in use that a native lifecycle
+/// policy expires (or archives) now or within 24 hours.
+pub fn audit(report: &Value) -> Table {
+    let mut table = Table::new(&["repository", "digest", "tags", "native rule", "due", "used by"]);
+    for repository in list(&report["repositories"]) {
+        for e in list(&repository["audit"]["expiries"]) {
+            let tags: Vec<String> = list(&e["tags"]).iter().map(text).collect();
+            let used_by: Vec<String> = list(&e["usedBy"]).iter().map(text).collect();
+            table.push([
+                text(&repository["repository"]),
+                short_digest(e["digest"].as_str().unwrap_or_default()),
+                if tags.is_empty() { "<untagged>".into() } else { tags.join(", ") },
+                format!("{} {}", text(&e["action"]), text(&e["rulePriority"])),
+                text(&e["due"]),
+                used_by.join("; "),
+            ]);
+        }
+    }
+    table
+}
+
 /// What a registry held before a run: repository → digest → tags.
 pub type Inventory = BTreeMap<String, BTreeMap<String, Vec<String>>>;
 

@@ -182,6 +182,32 @@ impl World {
             .expect("create_service");
     }
 
+    /// A service scaled to zero (desiredCount 0): it runs no task, yet the
+    /// revision ECS recorded pins its image, and a scale-up starts from it.
+    pub async fn service_scaled_to_zero(&self, cluster: &str, name: &str, task_definition: &str) {
+        self.ecs
+            .create_service()
+            .cluster(cluster)
+            .service_name(name)
+            .task_definition(task_definition)
+            .desired_count(0)
+            .send()
+            .await
+            .expect("create_service");
+    }
+
+    /// Puts a native ECR lifecycle policy on a repository (ECR applies it on
+    /// its own; moto stores and validates it, never applies it).
+    pub async fn native_lifecycle_policy(&self, repository: &str, policy: &str) {
+        self.ecr
+            .put_lifecycle_policy()
+            .repository_name(repository)
+            .lifecycle_policy_text(policy)
+            .send()
+            .await
+            .expect("put_lifecycle_policy");
+    }
+
     /// A service with the given deployment controller (`ECS`, `CODE_DEPLOY`,
     /// `EXTERNAL`). EXTERNAL services take no task definition: pass `None`
     /// and add task sets.

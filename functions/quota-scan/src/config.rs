@@ -29,6 +29,10 @@ pub struct Config {
     /// reclaimable figures.
     pub protect_regions: Vec<String>,
     pub metrics_namespace: String,
+    /// `PRUNE_DEFAULT_MODE` (prune-images' own, default `dry-run`): whether
+    /// prune-images deletes in a repository without an `autopilot:prune`
+    /// tag, for the audit's "two deleters" finding.
+    pub prune_default_mode: String,
 }
 
 impl Config {
@@ -42,6 +46,15 @@ impl Config {
 
     fn from_vars<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<Self, Error> {
         let policy = vars.lifecycle_policy("PRUNE_POLICY", DEFAULT_POLICY)?;
+        let mode = vars.get("PRUNE_DEFAULT_MODE").unwrap_or_else(|| "dry-run".into());
+        let prune_default_mode = mode.trim().to_ascii_lowercase();
+        if !matches!(prune_default_mode.as_str(), "on" | "off" | "dry-run") {
+            return Err(Error::Config {
+                variable: "PRUNE_DEFAULT_MODE",
+                value: mode,
+                problem: "allowed: on, off, dry-run".into(),
+            });
+        }
         Ok(Config {
             quotas: Quotas {
                 storage_bytes: vars.in_range("STORAGE_QUOTA_BYTES", FREE_TIER_BYTES, 1, u64::MAX / 1000)?,
@@ -62,6 +75,7 @@ impl Config {
             dry_run: vars.bool("DRY_RUN", false)?,
             protect_regions: vars.protect_regions()?,
             metrics_namespace: vars.metrics_namespace(),
+            prune_default_mode,
         })
     }
 }
@@ -87,6 +101,7 @@ mod tests {
         assert_eq!(c.quotas, Quotas { storage_bytes: 500_000_000, images_per_repository: 100_000, warn_percent: 80 });
         assert!(!c.dedupe_layers);
         assert_eq!(c.top_repositories, 10);
+        assert_eq!(c.prune_default_mode, "on", "prune-images' own default");
     }
 
     #[test]
@@ -100,6 +115,7 @@ mod tests {
             ("METRICS_TOP_REPOSITORIES", "many"),
             ("PROTECT_REGIONS", "us-east-1,,x"),
             ("PRUNE_MIN_AGE_HOURS", "-1"),
+            ("PRUNE_DEFAULT_MODE", "sometimes"),
         ] {
             let err = config(&[(var, value)]).expect_err(var).to_string();
             assert!(err.starts_with(&format!("invalid configuration: {var}=")), "{err}");

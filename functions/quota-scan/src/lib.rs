@@ -1,10 +1,13 @@
 //! quota-scan: every repository's image count and stored bytes against the
 //! quotas (default: the 500 MB private-repository free tier), what the prune
-//! policy would reclaim now, EMF metrics and warnings.
+//! policy would reclaim now, the registry audit (what each native ECR
+//! lifecycle policy will expire that something uses, and risky settings),
+//! EMF metrics and warnings.
 //!
-//! snapshot (repositories, their images, what is in use: the same set
-//! prune-images reads, [`autopilot::in_use`]) → measure and plan
-//! ([`autopilot::quota`], [`autopilot::prune::plan`]) → report and metrics.
+//! snapshot (repositories with their settings, their images and native
+//! lifecycle policies, what is in use: the same set prune-images reads,
+//! [`autopilot::in_use`]) → measure, plan and audit ([`autopilot::quota`],
+//! [`autopilot::prune::plan`], [`autopilot::audit`]) → report and metrics.
 //! It writes nothing to AWS.
 //!
 //! The report is bounded ([`autopilot::report`]): one log line per
@@ -21,10 +24,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{error, info, instrument, warn};
 
+use autopilot::audit::NativePolicy;
+use autopilot::audit::{self, AuditInput, RepositoryAudit};
 use autopilot::aws::ApiCalls;
 use autopilot::in_use::{InUse, InUseReader, SourceFailureReport};
 use autopilot::invocation::{is_eventbridge, settle, Envelope, Response};
-use autopilot::ports::{Registry, Repository};
+use autopilot::ports::{Registry, Repository, RepositoryPolicies};
+use autopilot::prune::{RepoImage, TAG_PRUNE};
 use autopilot::quota::{self, Status};
 use autopilot::report::{bounded_line, first_few, DETAIL_LINE_MAX_BYTES};
 use autopilot::snapshot;
@@ -39,6 +45,8 @@ pub struct Deps {
     /// Every source of "in use", in every region of `PROTECT_REGIONS`.
     pub in_use: Box<dyn InUseReader>,
     pub ecr: Box<dyn Registry>,
+    /// Native lifecycle policies and repository tags, for the audit.
+    pub policies: Box<dyn RepositoryPolicies>,
     pub api_calls: ApiCalls,
 }
 
@@ -70,6 +78,21 @@ pub struct RepositoryUsage {
     pub reclaim_brake: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// The registry audit of this repository ([`autopilot::audit`]).
+    pub audit: RepositoryAudit,
+}
+
+/// The audit over every repository.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditTotals {
+    pub repositories_with_native_policy: usize,
+    /// Images in use that native lifecycle policies expire or archive now
+    /// or within 24 h (`NativePolicyInUseExpiries`); `None` when the "in
+    /// use" set could not be read.
+    pub native_policy_in_use_expiries: Option<usize>,
+    /// Other findings, by kind.
+    pub findings: BTreeMap<String, usize>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -103,6 +126,7 @@ pub struct Report {
     /// then left at zero rather than counting images something may use.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_use_failure: Option<SourceFailureReport>,
+    pub audit: AuditTotals,
     pub api_calls: BTreeMap<String, u64>,
 }
 
@@ -126,6 +150,8 @@ pub struct Summary {
     pub largest: Vec<Largest>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_use_failure: Option<SourceFailureReport>,
+    /// The registry audit's totals; per repository in the detail lines.
+    pub audit: AuditTotals,
     pub api_calls: BTreeMap<String, u64>,
 }
 
@@ -160,6 +186,7 @@ impl Report {
             repositories_skipped: self.repositories.iter().filter(|u| u.skipped.is_some()).count(),
             largest,
             in_use_failure: self.in_use_failure.clone(),
+            audit: self.audit.clone(),
             api_calls: self.api_calls.clone(),
         }
     }
@@ -275,6 +302,7 @@ pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
         warn!(status = ?registry.status, storage_bytes, storage_percent = registry.storage_percent,
               reclaimable_bytes, "registry storage at or over its threshold");
     }
+    let audit = audit_totals(&usages, uses.is_some());
     let report = Report {
         function: "quota-scan",
         trigger,
@@ -284,6 +312,7 @@ pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
         registry,
         repositories: usages,
         in_use_failure,
+        audit,
         api_calls: deps.api_calls.since(&calls_before),
     };
     if !dry_run {
@@ -340,7 +369,83 @@ async fn scan(deps: &Deps, repository: &Repository, uses: Option<&InUse>, now: i
         usage.reclaimable_bytes = plan.bytes_to_reclaim;
         usage.reclaim_brake = plan.brake;
     }
+    usage.audit = audit_repository(deps, repository, &images, uses, now).await;
     Ok(usage)
+}
+
+/// The audit of one repository: GetLifecyclePolicy (no policy is cheap:
+/// one call), its tags only when it has a policy, then the pure audit. A
+/// read that fails is reported in the audit, never fatal to the scan.
+async fn audit_repository(
+    deps: &Deps,
+    repository: &Repository,
+    images: &[RepoImage],
+    uses: Option<&InUse>,
+    now: i64,
+) -> RepositoryAudit {
+    let name = &repository.name;
+    let native = match deps.policies.lifecycle_policy(name).await {
+        Ok(native) => native,
+        Err(e) => {
+            error!(repository = %name, error = %e, permission = "ecr:GetLifecyclePolicy",
+                   "the native lifecycle policy could not be read: not audited");
+            return RepositoryAudit { error: Some(format!("GetLifecyclePolicy: {e}")), ..RepositoryAudit::default() };
+        }
+    };
+    let mut tags_error = None;
+    let prune_tag = match &native {
+        None => None,
+        Some(_) if !repository.tags.is_empty() => repository.tags.get(TAG_PRUNE).cloned(),
+        Some(_) => match deps.policies.repository_tags(&repository.arn).await {
+            Ok(tags) => tags.get(TAG_PRUNE).cloned(),
+            Err(e) => {
+                warn!(repository = %name, error = %e, "repository tags could not be read: two deleters not checked");
+                tags_error = Some(format!("ListTagsForResource: {e}"));
+                None
+            }
+        },
+    };
+    let id = snapshot::repository_id(repository, &deps.region);
+    let mut result = audit::audit(&AuditInput {
+        repository: &id,
+        tag_mutability: repository.tag_mutability.as_deref(),
+        scan_on_push: repository.scan_on_push,
+        native_policy: native.as_deref(),
+        pruned_by: if tags_error.is_some() {
+            None
+        } else {
+            audit::prune_deletes(prune_tag.as_deref(), &deps.config.prune_default_mode)
+        },
+        images,
+        uses,
+        now,
+    });
+    result.error = tags_error;
+    for e in &result.expiries {
+        warn!(repository = %name, digest = %e.digest, tags = ?e.tags, rule_priority = e.rule_priority,
+              action = e.action.as_str(), due = ?e.due, used_by = %e.used_by.join("; "),
+              "the native lifecycle policy will remove an image in use");
+    }
+    for f in &result.findings {
+        warn!(repository = %name, finding = ?f.kind, "{}", f.message);
+    }
+    result
+}
+
+fn audit_totals(usages: &[RepositoryUsage], in_use_known: bool) -> AuditTotals {
+    let mut totals = AuditTotals::default();
+    for u in usages {
+        if u.audit.native_policy != NativePolicy::None {
+            totals.repositories_with_native_policy += 1;
+        }
+        for f in &u.audit.findings {
+            let kind = serde_json::to_value(f.kind).ok().and_then(|v| v.as_str().map(String::from));
+            *totals.findings.entry(kind.unwrap_or_default()).or_default() += 1;
+        }
+    }
+    totals.native_policy_in_use_expiries =
+        in_use_known.then(|| usages.iter().filter_map(|u| u.audit.in_use_expiries).sum());
+    totals
 }
 
 /// One document for the registry (dimension `Function`) and one per
@@ -356,6 +461,9 @@ pub fn metrics(report: &Report, config: &Config) -> Vec<Metrics> {
         // Every run: the alarm on its absence tells a scan that stopped
         // running from a registry with nothing to report.
         .put("ScanCompleted", 1.0, Unit::Count);
+    if let Some(total) = report.audit.native_policy_in_use_expiries {
+        registry.put("NativePolicyInUseExpiries", total as f64, Unit::Count);
+    }
     let mut all = vec![registry];
     for u in report.repositories.iter().filter(|u| u.skipped.is_none()).take(config.top_repositories) {
         let mut m = Metrics::new(&config.metrics_namespace).dimension("Repository", &u.repository);
@@ -363,6 +471,26 @@ pub fn metrics(report: &Report, config: &Config) -> Vec<Metrics> {
             .put("RepositoryImageCount", u.image_count as f64, Unit::Count)
             .put("RepositoryArchivedImageCount", u.archived_image_count as f64, Unit::Count);
         all.push(m);
+    }
+    all.extend(audit_metrics(report, config));
+    all
+}
+
+/// `NativePolicyInUseExpiries` per repository with a readable native
+/// policy (dimension `Repository`); the total goes in the registry document.
+/// Neither is published when the "in use" set could not be read: a 0 would
+/// say "all clear" without knowing.
+pub fn audit_metrics(report: &Report, config: &Config) -> Vec<Metrics> {
+    if report.audit.native_policy_in_use_expiries.is_none() {
+        return Vec::new();
+    }
+    let mut all = Vec::new();
+    for u in &report.repositories {
+        if let Some(n) = u.audit.in_use_expiries {
+            let mut m = Metrics::new(&config.metrics_namespace).dimension("Repository", &u.repository);
+            m.put("NativePolicyInUseExpiries", n as f64, Unit::Count);
+            all.push(m);
+        }
     }
     all
 }
@@ -410,6 +538,7 @@ mod tests {
             registry: registry(),
             repositories,
             in_use_failure: None,
+            audit: AuditTotals::default(),
             api_calls: BTreeMap::from([("DescribeImages".to_string(), 10_000)]),
         };
         let mut lines = 0;
@@ -441,6 +570,7 @@ mod tests {
             registry: registry(),
             repositories: Vec::new(),
             in_use_failure: None,
+            audit: AuditTotals::default(),
             api_calls: BTreeMap::new(),
         };
         let config = Config::from_lookup(autopilot::config::lookup_from(&[])).expect("defaults");

@@ -12,6 +12,7 @@ async fn main() -> Result<(), Error> {
     let deps = Deps {
         in_use: Box::new(in_use_sources(&start.sdk, &start.api_calls, &regions, start.config.concurrency)),
         ecr: Box::new(EcrAdapter::new(&start.sdk, &start.api_calls)),
+        policies: Box::new(EcrAdapter::new(&start.sdk, &start.api_calls)),
         config: start.config,
         region: start.region,
         api_calls: start.api_calls,

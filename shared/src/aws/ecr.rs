@@ -14,8 +14,8 @@ use crate::lifecycle::StorageClass;
 use crate::media::{
     is_index_media_type, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, IMAGE_MANIFESTS, OCI_INDEX, OCI_MANIFEST,
 };
-use crate::model::{Image, Manifest, Platform};
-use crate::ports::{Deleted, EcrRead, Registry, Repository};
+use crate::model::{Image, Manifest, Platform, Tags};
+use crate::ports::{Deleted, EcrRead, Registry, Repository, RepositoryPolicies};
 use crate::prune::RepoImage;
 use crate::AwsError;
 
@@ -117,6 +117,35 @@ impl EcrAdapter {
 }
 
 #[async_trait]
+impl RepositoryPolicies for EcrAdapter {
+    async fn lifecycle_policy(&self, repository: &str) -> Result<Option<String>, AwsError> {
+        match self.client.get_lifecycle_policy().repository_name(repository).send().await {
+            Ok(output) => Ok(output.lifecycle_policy_text().map(String::from)),
+            Err(e) => {
+                let e = classify("GetLifecyclePolicy", e);
+                // A repository without a native policy answers with this error.
+                if e.code_is("LifecyclePolicyNotFoundException") {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    async fn repository_tags(&self, arn: &str) -> Result<Tags, AwsError> {
+        let output = self
+            .client
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+            .map_err(|e| classify("ListTagsForResource", e))?;
+        Ok(output.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect())
+    }
+}
+
+#[async_trait]
 impl Registry for EcrAdapter {
     async fn repositories(&self, names: &[String], with_tags: bool) -> Result<Vec<Repository>, AwsError> {
         let found: Vec<aws_sdk_ecr::types::Repository> = self
@@ -132,31 +161,14 @@ impl Registry for EcrAdapter {
         let mut repositories = Vec::with_capacity(found.len());
         for r in found {
             let (Some(name), Some(arn)) = (r.repository_name(), r.repository_arn()) else { continue };
-            if !with_tags {
-                repositories.push(Repository {
-                    name: name.to_string(),
-                    arn: arn.to_string(),
-                    registry_id: r.registry_id().unwrap_or_default().to_string(),
-                    tags: Default::default(),
-                });
-                continue;
-            }
-            let tags = self
-                .client
-                .list_tags_for_resource()
-                .resource_arn(arn)
-                .send()
-                .await
-                .map_err(|e| classify("ListTagsForResource", e))?
-                .tags()
-                .iter()
-                .map(|t| (t.key().to_string(), t.value().to_string()))
-                .collect();
+            let tags = if with_tags { self.repository_tags(arn).await? } else { Default::default() };
             repositories.push(Repository {
                 name: name.to_string(),
                 arn: arn.to_string(),
                 registry_id: r.registry_id().unwrap_or_default().to_string(),
                 tags,
+                tag_mutability: r.image_tag_mutability().map(|m| m.as_str().to_string()),
+                scan_on_push: r.image_scanning_configuration().map(|c| c.scan_on_push()),
             });
         }
         Ok(repositories)
@@ -489,6 +501,37 @@ mod tests {
             "annotations": {"vnd.docker.reference.type": "attestation-manifest", "vnd.docker.reference.digest": D}}),
         );
         serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}).to_string()
+    }
+
+    /// GetLifecyclePolicy answers a repository without a policy with
+    /// `LifecyclePolicyNotFoundException` (ECR API reference): that is "no
+    /// policy", not a failure. Another error stays an error.
+    #[tokio::test]
+    async fn no_native_policy_is_none_and_other_errors_stay_errors() {
+        let policy = r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"days","countNumber":1},"action":{"type":"expire"}}]}"#;
+        let answers = mock!(Client::get_lifecycle_policy)
+            .sequence()
+            .http_status(
+                400,
+                Some(
+                    r#"{"__type":"LifecyclePolicyNotFoundException","message":"Lifecycle policy does not exist"}"#
+                        .into(),
+                ),
+            )
+            .output(move || {
+                aws_sdk_ecr::operation::get_lifecycle_policy::GetLifecyclePolicyOutput::builder()
+                    .repository_name("users")
+                    .lifecycle_policy_text(policy)
+                    .build()
+            })
+            .http_status(400, Some(r#"{"__type":"AccessDeniedException","message":"not authorized"}"#.into()))
+            .build();
+        let ecr = EcrAdapter::from_client(mock_client!(aws_sdk_ecr, RuleMode::Sequential, [&answers]));
+        assert_eq!(ecr.lifecycle_policy("users").await.expect("no policy is not an error"), None);
+        assert_eq!(ecr.lifecycle_policy("users").await.expect("a policy").as_deref(), Some(policy));
+        let denied = ecr.lifecycle_policy("users").await.expect_err("denied");
+        assert!(denied.code_is("AccessDeniedException"), "{denied}");
+        assert_eq!(denied.operation, "GetLifecyclePolicy");
     }
 
     #[test]

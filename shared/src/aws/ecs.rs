@@ -285,6 +285,8 @@ impl EcsUsage for EcsAdapter {
                 .describe_services()
                 .cluster(cluster)
                 .set_services(Some(batch.to_vec()))
+                // deploy-on-push's opt-in and tracking, for quota-scan's audit
+                .include(ServiceField::Tags)
                 .send()
                 .await
                 .map_err(|e| classify("DescribeServices", e))?;
@@ -476,6 +478,7 @@ fn to_service_usage(s: &aws_sdk_ecs::types::Service) -> Option<ServiceUsage> {
             .filter_map(|d| d.task_definition().map(String::from))
             .collect(),
         task_set_task_definitions: s.task_sets().iter().filter_map(|t| t.task_definition().map(String::from)).collect(),
+        tags: tags_of(s.tags()),
     })
 }
 

@@ -112,6 +112,11 @@ pub enum Used {
     Image(String),
     /// A digest, whatever repository it is in.
     Digest(String),
+    /// deploy-on-push follows this task definition's images: the service's
+    /// `autopilot:track` (`None`: the tag each container uses today) and
+    /// `autopilot:containers` (`None`: every container). Not a use by
+    /// itself: it tells quota-scan's audit which tags are tracked exactly.
+    Tracks { task_definition: String, track: Option<String>, containers: Option<String> },
 }
 
 /// One finding of one reader.
@@ -135,6 +140,9 @@ pub struct InUse {
     /// Digest → users. A digest protects that digest in every repository:
     /// the same digest is the same content, and keeping too much is safe.
     pub digests: BTreeMap<String, BTreeSet<User>>,
+    /// `registry/repository:tag` → the deploy-on-push services that follow
+    /// exactly that tag. Protects nothing; read by quota-scan's audit.
+    pub tracked_tags: BTreeMap<String, BTreeSet<User>>,
 }
 
 impl InUse {
@@ -152,6 +160,9 @@ impl InUse {
         }
         for (digest, users) in other.digests {
             self.digests.entry(digest).or_default().extend(users);
+        }
+        for (reference, users) in other.tracked_tags {
+            self.tracked_tags.entry(reference).or_default().extend(users);
         }
     }
 
@@ -172,6 +183,12 @@ impl InUse {
                         set.add_reference(c.image.clone(), user.clone());
                     }
                 }
+                Used::Tracks { task_definition, track, containers } => {
+                    let Some(td) = described.get(task_definition) else { continue };
+                    for reference in exactly_tracked(td, track.as_deref(), containers.as_deref()) {
+                        set.tracked_tags.entry(reference).or_default().insert(u.user.clone());
+                    }
+                }
             }
         }
         set
@@ -188,6 +205,38 @@ impl InUse {
         }
         counts
     }
+}
+
+/// The `registry/repository:tag` references a deploy-on-push service follows
+/// exactly, as deploy-on-push reads its tags: an exact `autopilot:track`
+/// applies to every container in scope; without one, each container follows
+/// the tag in its image reference, or (pinned by digest after a rollout) the
+/// tag recorded on the revision. `glob:`, `semver:` and `regex:` follow no
+/// single tag. Pure.
+pub fn exactly_tracked(td: &TaskDefinition, track: Option<&str>, containers: Option<&str>) -> Vec<String> {
+    use crate::track::Track;
+    let explicit = match track.map(Track::parse) {
+        None => None,
+        Some(Ok(Track::Exact(tag))) => Some(tag),
+        Some(_) => return Vec::new(),
+    };
+    let scope: Option<Vec<&str>> = containers.map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect());
+    let mut tracked = Vec::new();
+    for c in &td.containers {
+        if scope.as_ref().is_some_and(|names| !names.contains(&c.name.as_str())) {
+            continue;
+        }
+        let Some(image) = crate::image_ref::ImageRef::parse(&c.image) else { continue };
+        let tag = explicit
+            .clone()
+            .or_else(|| image.tag.clone())
+            .or_else(|| td.tags.get(&crate::deploy::container_tag_key(&c.name)).cloned());
+        if let Some(tag) = tag {
+            let host = if image.host.is_empty() { String::new() } else { format!("{}/", image.host) };
+            tracked.push(format!("{host}{}:{tag}", image.repository));
+        }
+    }
+    tracked
 }
 
 /// A source that could not be read: nothing may be deleted in this run.
@@ -331,6 +380,28 @@ mod tests {
         assert_eq!(set.digests["sha256:ab"].len(), 1);
         assert_eq!(set.count_by_source().get("eventBridgeRules"), Some(&2));
         assert_eq!(set.count_by_source().get("lambdaFunctions"), Some(&2));
+    }
+
+    #[test]
+    fn exactly_tracked_tags_follow_deploy_on_push_rules() {
+        const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+        let mut web =
+            td("web", 3, &[&format!("{HOST}/users:latest"), &format!("{HOST}/proxy@sha256:{}", "a".repeat(64))]);
+        // the second container was pinned by deploy-on-push, which recorded its tag
+        web.tags.insert(crate::deploy::container_tag_key("c1"), "stable".into());
+        assert_eq!(exactly_tracked(&web, None, None), [format!("{HOST}/users:latest"), format!("{HOST}/proxy:stable")]);
+        assert_eq!(exactly_tracked(&web, Some("prod"), Some("c0")), [format!("{HOST}/users:prod")]);
+        assert!(exactly_tracked(&web, Some("semver:^1"), None).is_empty(), "a range follows no single tag");
+        assert!(exactly_tracked(&web, Some("glob:v*"), None).is_empty());
+
+        let service = User::new(Source::ServiceDeployment, "prod/web", "us-east-1");
+        let uses = vec![Use::new(
+            &service,
+            Used::Tracks { task_definition: "web:3".into(), track: None, containers: Some("c0".into()) },
+        )];
+        let set = InUse::from_uses(&uses, &BTreeMap::from([("web:3".to_string(), web)]));
+        assert!(set.references.is_empty() && set.digests.is_empty(), "tracking alone protects nothing");
+        assert_eq!(set.tracked_tags.keys().collect::<Vec<_>>(), [&format!("{HOST}/users:latest")]);
     }
 
     #[test]

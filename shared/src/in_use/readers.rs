@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::{InUse, InUseReader, Source, SourceFailure, Use, Used, User};
+use crate::deploy::{TAG_CONTAINERS, TAG_DEPLOY, TAG_TRACK};
 use crate::model::{cluster_name, TaskDefinition};
 use crate::ports::{DeploymentBrief, EcsUsage, ImageFunctions, RuleTargets, ScheduleTargets, ServiceUsage};
 use crate::AwsError;
@@ -97,6 +98,11 @@ pub async fn services(
     Ok(all)
 }
 
+/// `autopilot:deploy` is `on` or `dry-run`: deploy-on-push follows the service.
+fn deploys_on_push(s: &ServiceUsage) -> bool {
+    s.tags.get(TAG_DEPLOY).is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "on" | "dry-run"))
+}
+
 fn service_user(source: Source, s: &ServiceUsage, region: &str) -> User {
     User::new(source, format!("{}/{}", cluster_name(&s.cluster_arn), s.name), region)
 }
@@ -138,6 +144,16 @@ pub async fn service_deployments(
         let user = service_user(Source::ServiceDeployment, s, region);
         for td in s.task_definition.iter().chain(&s.deployment_task_definitions) {
             uses.push(Use::new(&user, Used::TaskDefinition(td.clone())));
+        }
+        if let (true, Some(td)) = (deploys_on_push(s), &s.task_definition) {
+            uses.push(Use::new(
+                &user,
+                Used::Tracks {
+                    task_definition: td.clone(),
+                    track: s.tags.get(TAG_TRACK).cloned(),
+                    containers: s.tags.get(TAG_CONTAINERS).cloned(),
+                },
+            ));
         }
     }
     let briefs: Vec<(usize, Vec<DeploymentBrief>)> = stream::iter(0..services.len())
@@ -332,7 +348,7 @@ pub async fn describe_task_definitions(
 ) -> Result<BTreeMap<String, TaskDefinition>, SourceFailure> {
     let mut named_by: BTreeMap<&str, Source> = BTreeMap::new();
     for u in uses {
-        if let Used::TaskDefinition(name) = &u.used {
+        if let Used::TaskDefinition(name) | Used::Tracks { task_definition: name, .. } = &u.used {
             named_by.entry(name.as_str()).or_insert(u.user.source);
         }
     }

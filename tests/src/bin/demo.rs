@@ -12,6 +12,10 @@ use autopilot_e2e::world::{World, CLUSTER, SERVICES};
 use autopilot_e2e::{enable_fake_clock, event, moto, FunctionError, Lambda, ACCOUNT, REGION};
 use serde_json::{json, Value};
 
+/// The tutorials' "keep the last N images" native rule, with N = 1.
+const POSTS_NATIVE_POLICY: &str = r#"{"rules": [{"rulePriority": 1, "description": "Keep only the newest image",
+  "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "expire"}}]}"#;
+
 const USAGE: &str = "usage: demo [--json]\n  --json  print the functions' JSON reports instead of tables";
 
 struct Demo {
@@ -117,10 +121,23 @@ async fn log_groups(demo: &Demo, world: &World) {
 /// The CI job only pushes; deploy-on-push does the `ecs update-service`.
 async fn deploy_on_push(demo: &Demo, world: &World) {
     demo.section("deploy-on-push");
+    // posts' CI also tags each build with its version.
     for repository in SERVICES {
         world.repository(repository).await;
-        world.push_image_with_config(repository, &["latest"], "arm64", "linux", "v1").await;
+        let tags: &[&str] = if repository == "posts" { &["latest", "v1"] } else { &["latest"] };
+        world.push_image_with_config(repository, tags, "arm64", "linux", "v1").await;
     }
+    // posts is deployed by hand, as in the tutorial: a forced deployment,
+    // after which ECS runs the digest `latest` pointed at then.
+    world
+        .ecs
+        .update_service()
+        .cluster(CLUSTER)
+        .service("posts")
+        .force_new_deployment(true)
+        .send()
+        .await
+        .expect("deploy");
     // users and threads opt in; posts stays manual.
     for service in ["users", "threads"] {
         let arn = format!("arn:aws:ecs:us-east-1:123456789012:service/{CLUSTER}/{service}");
@@ -186,11 +203,25 @@ async fn housekeeping(demo: &Demo, world: &World) {
          runs the third of them, users@{}",
         tables::short_digest(job)
     );
+    // The tutorial's native lifecycle policy on posts, and a new posts build
+    // that nobody has deployed yet: the posts service still runs v1.
+    world.native_lifecycle_policy("posts", POSTS_NATIVE_POLICY).await;
+    world.push_image_with_config("posts", &["latest", "v2"], "arm64", "linux", "v2").await;
+    println!("posts has a native ECR lifecycle policy (keep the newest image) and a new build v2, not deployed yet");
 
     demo.progress("starting quota-scan");
     let quota = Lambda::start("quota-scan", &[]);
     let scan = demo.report("quota-scan", quota.invoke_detailed(&event("quota-scan-schedule.json")));
     demo.show("quota-scan: every repository against the 500 MB free tier", &scan, tables::quota(&scan));
+    demo.show(
+        "quota-scan audit: images in use that a native lifecycle policy will expire",
+        &scan["audit"],
+        tables::audit(&scan),
+    );
+    println!(
+        "NativePolicyInUseExpiries = {} (the alarm fires above 0); other audit findings: {}",
+        scan["audit"]["nativePolicyInUseExpiries"], scan["audit"]["findings"]
+    );
 
     // A fresh install: PRUNE_DEFAULT_MODE is dry-run (the template's default),
     // so the first daily run only reports what it would delete.
