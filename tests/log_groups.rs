@@ -248,3 +248,40 @@ async fn an_unused_revision_never_changes_an_existing_aws_group_but_still_gets_i
     assert_eq!(world.log_group("/ecs/audit-tail").await.expect("created").retention_days, Some(1));
     assert!(strings(&report["retentionSet"]).is_empty());
 }
+
+#[tokio::test]
+async fn two_sweeps_at_once_both_succeed_and_make_each_group_once() {
+    let _serial = serial().await;
+    // GIVEN the tutorial's world and two warm copies of the function (Lambda
+    // runs a schedule and a CloudTrail burst in separate environments)
+    let world = tutorial().await;
+    let first = Lambda::start("log-groups", &[("LOG_RETENTION_DAYS", "1")]);
+    let second = Lambda::start("log-groups", &[("LOG_RETENTION_DAYS", "1")]);
+    // WHEN both sweep at the same moment
+    let sweep = event("log-groups-schedule.json");
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| first.invoke(&sweep));
+        let b = s.spawn(|| second.invoke(&sweep));
+        (a.join().expect("first sweep thread"), b.join().expect("second sweep thread"))
+    });
+    // THEN both succeed: a group the other made first is "already exists",
+    // not a failure
+    let (a, b) = (a.expect("first sweep"), b.expect("second sweep"));
+    let failed = |r: &Value| r["failed"].as_array().map_or(usize::MAX, Vec::len);
+    assert_eq!((failed(&a), failed(&b)), (0, 0), "{a:#}\n{b:#}");
+    // Between them they made each group; neither made one the other made.
+    let mut made = strings(&a["created"]);
+    made.extend(strings(&b["created"]));
+    made.sort();
+    assert_eq!(made, tutorial_groups(), "{a:#}\n{b:#}");
+    // AND every group exists once, with the retention and tags, whoever made it
+    assert_eq!(world.log_group_names().await, tutorial_groups());
+    for group in tutorial_groups() {
+        let view = world.log_group(group).await.expect("group exists");
+        assert_eq!(view.retention_days, Some(1), "{group}");
+        assert_eq!(view.tags.get("autopilot:managed").map(String::as_str), Some("true"), "{group}");
+    }
+    // AND a third sweep finds nothing to do
+    let again = first.invoke(&sweep).expect("third sweep");
+    assert!(strings(&again["created"]).is_empty(), "{again:#}");
+}

@@ -101,7 +101,7 @@ mod tests {
         assert_eq!(c.quotas, Quotas { storage_bytes: 500_000_000, images_per_repository: 100_000, warn_percent: 80 });
         assert!(!c.dedupe_layers);
         assert_eq!(c.top_repositories, 10);
-        assert_eq!(c.prune_default_mode, "on", "prune-images' own default");
+        assert_eq!(c.prune_default_mode, "dry-run", "prune-images' own default");
     }
 
     #[test]
