@@ -59,11 +59,7 @@ const KNOWN_FAILURES: &[(&str, &str, &str, &str)] = &[];
 /// Hostile cases that are accepted today because of a product gap, as
 /// `(function, case path under tests/hostile)`; the report to the lead
 /// explains each. Remove an entry once fixed: a listed case that passes fails.
-const KNOWN_HOSTILE: &[(&str, &str)] = &[
-    // A policy's size is not bounded (ECR: 30,720 characters).
-    ("prune-images", "prune-images/oversized-policy.json"),
-    ("prune-images", "prune-images/oversized-policy-description.json"),
-];
+const KNOWN_HOSTILE: &[(&str, &str)] = &[];
 
 /// The faults of the matrix: kind, on which calls, latency for `latency`.
 const FAULTS: &[(&str, Calls)] = &[
