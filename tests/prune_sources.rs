@@ -262,3 +262,64 @@ async fn with_no_consumer_both_old_images_are_deleted() {
     let left = digests(&case.world).await;
     assert_eq!(left, BTreeSet::from([case.latest.digest.clone()]), "{report:#}");
 }
+
+/// Issue 12's race, made deterministic: an operator rolls the service back to
+/// a revision pinned to `kept` while prune-images is between its first read
+/// of the "in use" set (which did not see it) and its deletions. The fault
+/// proxy holds prune's DescribeImages for 4 s; the rollback happens once that
+/// call has arrived, so the only thing that can keep `kept` is the fresh
+/// re-read right before deleting (`protectedLate`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_during_a_prune_is_seen_by_the_re_read_before_delete() {
+    let _serial = serial().await;
+    let case = case(|world, _| async move { world }).await;
+    // `api` runs the new image (its latest revision, 2); revision 1 pins `kept`.
+    let ecs = &case.world.ecs;
+    let mut revisions = Vec::new();
+    for image in [uri(&case.kept.digest), uri(&case.latest.digest)] {
+        revisions.push(case.world.task_definition_running("api", &image).await);
+    }
+    case.world.service("jobs", "api", &revisions[1]).await;
+
+    let proxy = autopilot_e2e::FaultProxy::start();
+    const DESCRIBE_IMAGES: &str = "AmazonEC2ContainerRegistry_V20150921.DescribeImages";
+    proxy.plan(serde_json::json!([{"operation": DESCRIBE_IMAGES, "calls": [1], "kind": "latency", "latencyMs": 4000}]));
+    let endpoint = proxy.endpoint.clone();
+    let env = [
+        ("PRUNE_POLICY", POLICY),
+        ("PRUNE_DEFAULT_MODE", "on"),
+        ("PRUNE_MAX_DELETE_PERCENT", "100"),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+    ];
+    let lambda = Lambda::start("prune-images", &env);
+    let prune = tokio::task::spawn_blocking(move || {
+        let report = lambda.invoke_detailed(&event("prune-images-schedule.json"));
+        (report, lambda)
+    });
+    // The first in-use read is over once prune asks for the images.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while proxy.calls().0.get(DESCRIBE_IMAGES).copied().unwrap_or(0) == 0 {
+        assert!(std::time::Instant::now() < deadline, "prune never listed the images");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    ecs.update_service()
+        .cluster("jobs")
+        .service("api")
+        .task_definition(&revisions[0])
+        .send()
+        .await
+        .expect("roll api back to revision 1");
+    let (report, _lambda) = prune.await.expect("prune task");
+    let report = report.expect("prune");
+    let jobs = report["repositories"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["repository"] == REPOSITORY))
+        .cloned()
+        .unwrap_or_else(|| panic!("no report for {REPOSITORY}: {report:#}"));
+    let late: Vec<&str> =
+        jobs["protectedLate"].as_array().into_iter().flatten().filter_map(|p| p["digest"].as_str()).collect();
+    assert_eq!(late, [case.kept.digest.as_str()], "{jobs:#}");
+    let left = digests(&case.world).await;
+    assert!(left.contains(&case.kept.digest), "the image the rollback runs was deleted");
+    assert!(!left.contains(&case.control.digest), "the unused control image survived");
+}
