@@ -69,6 +69,15 @@ async fn digests(world: &World) -> BTreeSet<String> {
     out.image_details().iter().filter_map(|d| d.image_digest().map(String::from)).collect()
 }
 
+/// The detail line of [`REPOSITORY`] in a prune report.
+fn repository_report(report: &Value) -> Value {
+    report["repositories"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["repository"] == REPOSITORY))
+        .cloned()
+        .unwrap_or_else(|| panic!("no report for {REPOSITORY}: {report:#}"))
+}
+
 /// Runs the scheduled prune and checks the outcome every case shares: only
 /// `control` deleted; `kept` protected with a reason containing `user`.
 async fn prune_and_check(case: &Case, env: &[(&str, &str)], user: &str) -> Value {
@@ -76,11 +85,7 @@ async fn prune_and_check(case: &Case, env: &[(&str, &str)], user: &str) -> Value
     env.extend([("PRUNE_POLICY", POLICY), ("PRUNE_DEFAULT_MODE", "on")]);
     let lambda = Lambda::start("prune-images", &env);
     let report = lambda.invoke_detailed(&event("prune-images-schedule.json")).expect("prune");
-    let jobs = report["repositories"]
-        .as_array()
-        .and_then(|r| r.iter().find(|r| r["repository"] == REPOSITORY))
-        .cloned()
-        .unwrap_or_else(|| panic!("no report for {REPOSITORY}: {report:#}"));
+    let jobs = repository_report(&report);
     let deleted: BTreeSet<&str> = jobs["deleted"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     assert_eq!(deleted, BTreeSet::from([case.control.digest.as_str()]), "{jobs:#}");
     let why: Vec<&str> = jobs["protected"]
@@ -311,11 +316,7 @@ async fn a_rollback_during_a_prune_is_seen_by_the_re_read_before_delete() {
         .expect("roll api back to revision 1");
     let (report, _lambda) = prune.await.expect("prune task");
     let report = report.expect("prune");
-    let jobs = report["repositories"]
-        .as_array()
-        .and_then(|r| r.iter().find(|r| r["repository"] == REPOSITORY))
-        .cloned()
-        .unwrap_or_else(|| panic!("no report for {REPOSITORY}: {report:#}"));
+    let jobs = repository_report(&report);
     let late: Vec<&str> =
         jobs["protectedLate"].as_array().into_iter().flatten().filter_map(|p| p["digest"].as_str()).collect();
     assert_eq!(late, [case.kept.digest.as_str()], "{jobs:#}");
