@@ -8,25 +8,33 @@ mkdir -p target/bench
 echo "[bench] native release build (for representative cold start and RSS)" >&2
 cargo build --release --bin log-groups --bin deploy-on-push --bin prune-images --bin quota-scan --bin bench 2>&1 | tail -1 >&2
 
-bootstrap=target/lambda/log-groups/bootstrap
-zipped=$(python3 - "$bootstrap" <<'PY'
+# The deployment zip's size: the bootstrap alone, deflated, as `sam deploy`
+# uploads it.
+zipped() {
+  python3 - "$1" <<'PY'
 import io, sys, zipfile
 buf = io.BytesIO()
 with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
     z.write(sys.argv[1], "bootstrap")
 print(len(buf.getvalue()))
 PY
-)
+}
+
+bootstrap=target/lambda/log-groups/bootstrap
 {
   echo "date: $(date -u +%FT%TZ)  machine: $(nproc) cores, $(uname -m)"
-  echo "arm64 bootstrap (log-groups): $(stat -c %s "$bootstrap") bytes, deployment zip $zipped bytes"
+  echo "arm64 bootstraps (targets: the largest <= 5,000,000 bytes, its zip <= 2,500,000):"
+  printf '  %-16s %12s %12s\n' function bootstrap zip
+  for f in deploy-on-push log-groups prune-images quota-scan; do
+    b=target/lambda/$f/bootstrap
+    printf '  %-16s %12s %12s\n' "$f" "$(stat -c %s "$b")" "$(zipped "$b")"
+  done
   echo "x86_64 release binary (log-groups): $(stat -c %s target/release/log-groups) bytes"
   echo -n "native x86_64 release: "
   ./target/debug/bench coldstart 30 target/release/log-groups
   echo -n "arm64 bootstrap under qemu-aarch64 (emulated, slower than real Graviton): "
   ./target/debug/bench coldstart 10 /usr/bin/qemu-aarch64-static -L /usr/aarch64-linux-gnu "$bootstrap"
   AUTOPILOT_FUNCTION_DIR=target/release ./target/debug/bench sweep 3 40
-  echo "arm64 bootstrap (deploy-on-push): $(stat -c %s target/lambda/deploy-on-push/bootstrap) bytes"
   echo -n "deploy-on-push native x86_64 release: "
   ./target/debug/bench coldstart 30 target/release/deploy-on-push
   AUTOPILOT_FUNCTION_DIR=target/release ./target/debug/bench push 3 40

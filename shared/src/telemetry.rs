@@ -15,9 +15,39 @@ pub const MAX_METRICS_PER_DOCUMENT: usize = 100;
 pub const MAX_DIMENSIONS: usize = 30;
 
 /// JSON logs when the runtime asks for them; level from `AWS_LAMBDA_LOG_LEVEL`
-/// or `RUST_LOG`.
+/// or `RUST_LOG`. What `lambda_runtime::tracing::init_default_subscriber` does,
+/// without tracing-subscriber's `env-filter` (README, "Binary size"):
+/// `RUST_LOG` takes a level and `target=level` directives, not span or field
+/// filters. Never colours: Lambda's log lines are read in CloudWatch.
 pub fn init_tracing() {
-    lambda_runtime::tracing::init_default_subscriber();
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
+    let var = |name: &str| std::env::var(name).ok();
+    let filter = log_filter(var("AWS_LAMBDA_LOG_LEVEL").as_deref(), var("RUST_LOG").as_deref());
+    let json = var("AWS_LAMBDA_LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json"));
+    let text = tracing_subscriber::fmt::layer().with_target(false).without_time().with_ansi(false);
+    let layer = if json { text.json().boxed() } else { text.boxed() };
+    // Err only if a subscriber is already set (a test's): keep that one.
+    let _ = tracing_subscriber::registry().with(layer.with_filter(filter)).try_init();
+}
+
+/// The log filter: `RUST_LOG`'s directives (`info`, `autopilot=debug,warn`),
+/// under `AWS_LAMBDA_LOG_LEVEL` as the default level when Lambda's logging
+/// controls set it; `info` when neither says otherwise. Lambda's `FATAL` is
+/// `error` here.
+pub fn log_filter(lambda_level: Option<&str>, rust_log: Option<&str>) -> tracing_subscriber::filter::Targets {
+    use std::str::FromStr;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+
+    let level = |s: &str| match s.trim() {
+        l if l.eq_ignore_ascii_case("fatal") => Some(LevelFilter::ERROR),
+        l => LevelFilter::from_str(l).ok(),
+    };
+    let directives = rust_log.and_then(|r| Targets::from_str(r).ok()).unwrap_or_default();
+    let default = lambda_level.and_then(level).or_else(|| directives.default_level()).unwrap_or(LevelFilter::INFO);
+    directives.with_default(default)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,6 +153,21 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_level_comes_from_lambda_then_rust_log_then_info() {
+        use tracing::Level;
+        let info = log_filter(None, None);
+        assert!(info.would_enable("autopilot", &Level::INFO) && !info.would_enable("autopilot", &Level::DEBUG));
+        let rust_log = log_filter(None, Some("warn,autopilot=debug"));
+        assert!(rust_log.would_enable("autopilot::prune", &Level::DEBUG));
+        assert!(!rust_log.would_enable("aws_config", &Level::INFO), "default from RUST_LOG: warn");
+        let lambda = log_filter(Some("DEBUG"), Some("warn,hyper=error"));
+        assert!(lambda.would_enable("autopilot", &Level::DEBUG), "AWS_LAMBDA_LOG_LEVEL wins the default");
+        assert!(!lambda.would_enable("hyper::proto", &Level::WARN), "RUST_LOG's target directives still apply");
+        assert!(!log_filter(Some("FATAL"), None).would_enable("autopilot", &Level::WARN));
+        assert!(log_filter(Some("nonsense"), Some("not=a=filter")).would_enable("autopilot", &Level::INFO));
+    }
 
     #[test]
     fn document_has_the_emf_structure() {

@@ -328,6 +328,7 @@ impl Moto {
 
     pub async fn sdk_config(&self) -> SdkConfig {
         aws_config::defaults(BehaviorVersion::latest())
+            .http_client(autopilot::aws::https_client())
             .endpoint_url(&self.endpoint)
             .region(Region::new(REGION))
             .credentials_provider(Credentials::new("testing", "testing", None, None, "e2e"))

@@ -1,5 +1,5 @@
 //! One bounded GET of a blob URL (the presigned S3 URL GetDownloadUrlForLayer
-//! hands out), on the SDK's own HTTP stack (hyper with rustls/aws-lc), so the
+//! hands out), on the SDK's own HTTP stack (hyper with rustls/ring), so the
 //! binary links no second TLS implementation.
 //!
 //! Bounded three ways: the whole fetch has a deadline, the body stops being
@@ -49,7 +49,7 @@ impl BlobClient {
                 .read_timeout(Duration::from_secs(5))
                 .build();
             Connector::builder()
-                .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+                .tls_provider(Provider::Rustls(CryptoMode::Ring))
                 .connector_settings(settings)
                 .sleep_impl(TokioSleep::new())
                 .build()

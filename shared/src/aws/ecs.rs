@@ -24,6 +24,15 @@ type FullTaskDefinition = (aws_sdk_ecs::types::TaskDefinition, Vec<Tag>);
 
 /// DescribeServices takes at most this many services per call.
 pub const DESCRIBE_SERVICES_BATCH: usize = 10;
+/// DescribeServices calls in flight at once, per cluster. ECS throttles each
+/// account and region with token buckets (DescribeClusters: a burst of 50,
+/// refilled at 20 a second, per ECS's "Request throttling" page), and callers
+/// may read several clusters at once; past the bucket, the SDK's adaptive
+/// retry mode slows the client down instead of failing.
+pub const DESCRIBE_SERVICES_CONCURRENCY: usize = 5;
+/// Page size for ListClusters, ListServices, ListTasks and
+/// ListTaskDefinitionFamilies: each API's maximum. Unasked, ECS returns 10.
+pub const LIST_PAGE_SIZE: i32 = 100;
 /// DescribeTasks takes at most this many tasks per call.
 pub const DESCRIBE_TASKS_BATCH: usize = 100;
 
@@ -87,6 +96,7 @@ impl EcsRead for EcsAdapter {
     async fn list_clusters(&self) -> Result<Vec<String>, AwsError> {
         self.client
             .list_clusters()
+            .max_results(LIST_PAGE_SIZE)
             .into_paginator()
             .items()
             .send()
@@ -99,6 +109,7 @@ impl EcsRead for EcsAdapter {
         self.client
             .list_services()
             .cluster(cluster)
+            .max_results(LIST_PAGE_SIZE)
             .into_paginator()
             .items()
             .send()
@@ -108,20 +119,19 @@ impl EcsRead for EcsAdapter {
     }
 
     async fn describe_services(&self, cluster: &str, services: &[String]) -> Result<Vec<Service>, AwsError> {
-        let mut described = Vec::with_capacity(services.len());
-        for batch in services.chunks(DESCRIBE_SERVICES_BATCH) {
+        in_batches(services, DESCRIBE_SERVICES_BATCH, DESCRIBE_SERVICES_CONCURRENCY, |batch| async move {
             let output = self
                 .client
                 .describe_services()
                 .cluster(cluster)
-                .set_services(Some(batch.to_vec()))
+                .set_services(Some(batch))
                 .include(ServiceField::Tags)
                 .send()
                 .await
                 .map_err(|e| classify("DescribeServices", e))?;
-            described.extend(output.services().iter().filter_map(to_service));
-        }
-        Ok(described)
+            Ok(output.services().iter().filter_map(to_service).collect())
+        })
+        .await
     }
 
     async fn running_tasks(&self, cluster: &str) -> Result<Vec<RunningTask>, AwsError> {
@@ -130,6 +140,7 @@ impl EcsRead for EcsAdapter {
             .list_tasks()
             .cluster(cluster)
             .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
+            .max_results(LIST_PAGE_SIZE)
             .into_paginator()
             .items()
             .send()
@@ -278,21 +289,20 @@ impl EcsUsage for EcsAdapter {
 
     async fn services(&self, cluster: &str) -> Result<Vec<ServiceUsage>, AwsError> {
         let arns = EcsRead::list_services(self, cluster).await?;
-        let mut described = Vec::with_capacity(arns.len());
-        for batch in arns.chunks(DESCRIBE_SERVICES_BATCH) {
+        in_batches(&arns, DESCRIBE_SERVICES_BATCH, DESCRIBE_SERVICES_CONCURRENCY, |batch| async move {
             let output = self
                 .client
                 .describe_services()
                 .cluster(cluster)
-                .set_services(Some(batch.to_vec()))
+                .set_services(Some(batch))
                 // deploy-on-push's opt-in and tracking, for quota-scan's audit
                 .include(ServiceField::Tags)
                 .send()
                 .await
                 .map_err(|e| classify("DescribeServices", e))?;
-            described.extend(output.services().iter().filter_map(to_service_usage));
-        }
-        Ok(described)
+            Ok(output.services().iter().filter_map(to_service_usage).collect())
+        })
+        .await
     }
 
     async fn service_deployments(&self, cluster: &str, service: &str) -> Result<Vec<DeploymentBrief>, AwsError> {
@@ -391,6 +401,7 @@ impl EcsUsage for EcsAdapter {
                 .list_tasks()
                 .cluster(cluster)
                 .desired_status(desired)
+                .max_results(LIST_PAGE_SIZE)
                 .into_paginator()
                 .items()
                 .send()
@@ -435,6 +446,7 @@ impl EcsUsage for EcsAdapter {
         self.client
             .list_task_definition_families()
             .status(aws_sdk_ecs::types::TaskDefinitionFamilyStatus::Active)
+            .max_results(LIST_PAGE_SIZE)
             .into_paginator()
             .items()
             .send()
@@ -590,6 +602,7 @@ impl ServiceHistory for EcsAdapter {
             .cluster(cluster)
             .service_name(service_name)
             .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
+            .max_results(LIST_PAGE_SIZE)
             .into_paginator()
             .items()
             .send()
@@ -661,6 +674,28 @@ impl ServiceHistory for EcsAdapter {
         platforms.dedup();
         Ok(platforms)
     }
+}
+
+/// `ids` split into batches of `batch`, `call` made for each with at most
+/// `concurrency` in flight; the results in the order of `ids`. The first error
+/// ends the walk (calls still in flight are dropped).
+async fn in_batches<T, F, Fut>(ids: &[String], batch: usize, concurrency: usize, call: F) -> Result<Vec<T>, AwsError>
+where
+    F: Fn(Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, AwsError>>,
+{
+    use futures::{StreamExt, TryStreamExt};
+    // Owned batches: a closure over borrowed chunks makes the future not
+    // `Send` for async_trait (a higher-ranked lifetime it cannot name).
+    let batches: Vec<Vec<String>> = ids.chunks(batch.max(1)).map(<[String]>::to_vec).collect();
+    futures::stream::iter(batches)
+        .map(call)
+        .buffered(concurrency.max(1))
+        .try_fold(Vec::with_capacity(ids.len()), |mut all, some| async move {
+            all.extend(some);
+            Ok(all)
+        })
+        .await
 }
 
 /// DescribeServiceRevisions takes at most this many ARNs per call.
@@ -769,6 +804,66 @@ mod tests {
         let services = adapter(&[&pages]).list_services("prod").await.expect("listed");
         assert_eq!(services, ["a", "b", "c", "d"].map(arn));
         assert_eq!(pages.num_calls(), 3);
+    }
+
+    /// moto ignores `maxResults`, so only the request shows the page size.
+    #[tokio::test]
+    async fn list_services_asks_for_pages_of_100() {
+        let asked = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let seen = asked.clone();
+        let pages = mock!(Client::list_services)
+            .match_requests(move |r| {
+                seen.lock().expect("lock").push(r.max_results());
+                true
+            })
+            .sequence()
+            .output(|| ListServicesOutput::builder().service_arns(arn("a")).next_token("2").build())
+            .output(|| ListServicesOutput::builder().service_arns(arn("b")).build())
+            .build();
+        let services = adapter(&[&pages]).list_services("prod").await.expect("listed");
+        assert_eq!(services, ["a", "b"].map(arn));
+        assert_eq!(*asked.lock().expect("lock"), [Some(100), Some(100)], "every page asks for the API's maximum");
+    }
+
+    #[tokio::test]
+    async fn batches_run_concurrently_within_the_bound_and_keep_order() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let ids: Vec<String> = (0..95).map(|i| format!("s{i:02}")).collect();
+        let in_flight = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let sizes = Mutex::new(Vec::new());
+        let described = in_batches(&ids, DESCRIBE_SERVICES_BATCH, DESCRIBE_SERVICES_CONCURRENCY, |batch| {
+            let (in_flight, most, sizes) = (&in_flight, &most, &sizes);
+            async move {
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                sizes.lock().expect("lock").push(batch.len());
+                for _ in 0..3 {
+                    tokio::task::yield_now().await;
+                }
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                Ok(batch)
+            }
+        })
+        .await
+        .expect("described");
+        assert_eq!(described, ids, "results in the order asked");
+        assert_eq!(most.load(Ordering::SeqCst), DESCRIBE_SERVICES_CONCURRENCY, "concurrent, and never past the bound");
+        assert_eq!(*sizes.lock().expect("lock"), [10, 10, 10, 10, 10, 10, 10, 10, 10, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_fails_the_whole_walk() {
+        let ids: Vec<String> = (0..30).map(|i| format!("s{i}")).collect();
+        let result = in_batches(&ids, 10, 3, |batch| async move {
+            if batch[0] == "s10" {
+                Err(AwsError::unexpected("DescribeServices", "boom"))
+            } else {
+                Ok(batch)
+            }
+        })
+        .await;
+        assert!(result.is_err());
     }
 
     #[tokio::test]

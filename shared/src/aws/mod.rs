@@ -5,16 +5,20 @@
 //! …) like every SDK, so the same binary talks to moto in tests and to AWS in
 //! production. Errors are classified once, here, into [`AwsError`].
 
+#[cfg(any(test, feature = "ecr"))]
 pub mod blob;
+#[cfg(any(test, feature = "ecr"))]
 pub mod ecr;
 pub mod ecs;
 #[cfg(any(test, feature = "in-use-sources"))]
 pub mod events;
 #[cfg(any(test, feature = "in-use-sources"))]
 pub mod lambda;
+#[cfg(any(test, feature = "logs"))]
 pub mod logs;
 #[cfg(any(test, feature = "in-use-sources"))]
 pub mod scheduler;
+#[cfg(any(test, feature = "sns"))]
 pub mod sns;
 
 use aws_config::retry::RetryConfig;
@@ -26,9 +30,8 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use crate::AwsError;
 
 /// Attempts per call (first try included) unless `AWS_MAX_ATTEMPTS` says
-/// otherwise. Standard mode backs off exponentially with jitter, and retries
-/// throttling, 5xx and timeouts.
-const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// otherwise.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 
 /// What every function's `main` needs after a cold start: its validated
 /// configuration, the one SDK configuration, its region and the call counter
@@ -52,13 +55,48 @@ pub async fn cold_start<C>(
     Ok(ColdStart { config, sdk, region, api_calls: ApiCalls::default() })
 }
 
+/// The HTTPS client every SDK client shares: the SDK's own (hyper, rustls),
+/// with ring as rustls's crypto provider. The SDK crates are built without
+/// `default-https-client`, whose aws-lc provider made every bootstrap about
+/// a megabyte larger (README, "Binary size"); so a configuration that is not
+/// given this client has none, and its first call fails saying so.
+pub fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
+}
+
 /// Loads the shared SDK configuration once per cold start.
 pub async fn load_config() -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
-    if std::env::var_os("AWS_MAX_ATTEMPTS").is_none() {
-        loader = loader.retry_config(RetryConfig::standard().with_max_attempts(DEFAULT_MAX_ATTEMPTS));
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(https_client());
+    if let Some(retry) = retry_config(|name| std::env::var(name).ok()) {
+        loader = loader.retry_config(retry);
     }
     loader.load().await
+}
+
+/// Adaptive retry mode, [`DEFAULT_MAX_ATTEMPTS`] attempts or
+/// `AWS_MAX_ATTEMPTS`. Adaptive is standard mode (exponential backoff with
+/// jitter; throttling, 5xx and timeouts retried) plus a client-side rate
+/// limiter that slows the client down once the service throttles it, which is
+/// what bounded concurrency against ECR's and ECS's request rates needs.
+/// `None` leaves retries to aws-config's own reading of the environment: when
+/// `AWS_RETRY_MODE` is set, or `AWS_MAX_ATTEMPTS` is not a number aws-config
+/// accepts (it reports that itself).
+pub fn retry_config(var: impl Fn(&str) -> Option<String>) -> Option<RetryConfig> {
+    if var("AWS_RETRY_MODE").is_some() {
+        return None;
+    }
+    let attempts = match var("AWS_MAX_ATTEMPTS") {
+        None => DEFAULT_MAX_ATTEMPTS,
+        Some(value) => match value.trim().parse::<u32>() {
+            Ok(n) if n >= 1 => n,
+            _ => return None,
+        },
+    };
+    Some(RetryConfig::adaptive().with_max_attempts(attempts))
 }
 
 /// Error codes that mean "try again later", for calls whose SDK retries are
@@ -178,4 +216,53 @@ pub fn in_use_sources(
         })
         .collect();
     crate::in_use::readers::Sources { regions, concurrency }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_config::retry::RetryMode;
+
+    fn vars<'a>(set: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| set.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    }
+
+    /// The SDK crates are built without a default HTTP client: this checks
+    /// that a configuration given [`https_client`] really sends (to a closed
+    /// loopback port: a connection failure, not "no HTTP client").
+    #[tokio::test]
+    async fn the_https_client_dials_out() {
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(https_client())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_ecs::config::Credentials::new("k", "s", None, None, "test"))
+            .endpoint_url("https://127.0.0.1:9")
+            .retry_config(RetryConfig::disabled())
+            .load()
+            .await;
+        let error = aws_sdk_ecs::Client::new(&sdk).list_clusters().send().await.expect_err("nothing listens there");
+        assert!(matches!(error, SdkError::DispatchFailure(_)), "{error:?}");
+        let classified = classify("ListClusters", error);
+        assert!(classified.retryable);
+    }
+
+    #[test]
+    fn retries_are_adaptive_with_five_attempts_by_default() {
+        let retry = retry_config(vars(&[])).expect("ours");
+        assert_eq!(retry.mode(), RetryMode::Adaptive);
+        assert_eq!(retry.max_attempts(), DEFAULT_MAX_ATTEMPTS);
+    }
+
+    #[test]
+    fn max_attempts_from_the_environment_keeps_adaptive_mode() {
+        let retry = retry_config(vars(&[("AWS_MAX_ATTEMPTS", "2")])).expect("ours");
+        assert_eq!((retry.mode(), retry.max_attempts()), (RetryMode::Adaptive, 2));
+    }
+
+    #[test]
+    fn an_explicit_retry_mode_or_an_odd_attempt_count_is_left_to_aws_config() {
+        assert!(retry_config(vars(&[("AWS_RETRY_MODE", "standard")])).is_none());
+        assert!(retry_config(vars(&[("AWS_MAX_ATTEMPTS", "0")])).is_none());
+        assert!(retry_config(vars(&[("AWS_MAX_ATTEMPTS", "many")])).is_none());
+    }
 }
