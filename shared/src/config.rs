@@ -159,6 +159,35 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
         Ok(self.in_range("PRUNE_MIN_AGE_HOURS", 1, 0, 8760)? as u32)
     }
 
+    /// `WORK_QUEUE_URL`: the SQS queue a large registry is fanned out over
+    /// ([`crate::fanout`]); unset or empty: every run is inline.
+    pub fn work_queue_url(&self) -> Result<Option<String>, Error> {
+        let Some(url) = self.get("WORK_QUEUE_URL").filter(|u| !u.trim().is_empty()) else { return Ok(None) };
+        if crate::fanout::queue_arn(url.trim(), "region").is_none() {
+            return Err(invalid(
+                "WORK_QUEUE_URL",
+                url,
+                "expected a queue URL such as https://sqs.us-east-1.amazonaws.com/123456789012/prune-work",
+            ));
+        }
+        Ok(Some(url.trim().to_string()))
+    }
+
+    /// `FANOUT_BATCH_SIZE`: repositories per work-queue batch, and the most a
+    /// run handles inline; 1 to 500, default 200.
+    pub fn fanout_batch_size(&self) -> Result<usize, Error> {
+        let max = crate::fanout::MAX_BATCH_SIZE as u64;
+        Ok(self.in_range("FANOUT_BATCH_SIZE", crate::fanout::DEFAULT_BATCH_SIZE as u64, 1, max)? as usize)
+    }
+
+    /// `DEADLINE_MARGIN_SECS`: with less than this left before the
+    /// invocation's deadline, nothing new starts ([`crate::deadline`]); 1 to
+    /// 840, default 60.
+    pub fn deadline_margin(&self) -> Result<std::time::Duration, Error> {
+        let secs = self.in_range("DEADLINE_MARGIN_SECS", crate::deadline::DEFAULT_MARGIN_SECS, 1, 840)?;
+        Ok(std::time::Duration::from_secs(secs))
+    }
+
     /// A lifecycle-policy document (see [`crate::lifecycle`]); `default` when unset.
     pub fn lifecycle_policy(&self, name: &'static str, default: &str) -> Result<crate::lifecycle::Policy, Error> {
         let raw = self.get(name).unwrap_or_else(|| default.to_string());

@@ -13,7 +13,7 @@ use crate::model::{Image, LogGroup, Manifest, Platform, RunningTask, Service, Ta
 use crate::ports::{
     Created, Deleted, DeploymentBrief, EcrRead, EcsRead, EcsTarget, EcsUsage, EcsWrite, FunctionImage, ImageFunctions,
     LogGroupStore, Notifier, Registry, Repository, RuleTargets, ScheduleTargets, ServiceDeployment, ServiceHistory,
-    ServiceRevision, ServiceUsage, TaskUsage,
+    ServiceRevision, ServiceUsage, TaskUsage, WorkQueue,
 };
 use crate::prune::RepoImage;
 use crate::AwsError;
@@ -748,5 +748,32 @@ impl InUseReader for ScriptedInUse {
             }),
             None => Ok(InUse::default()),
         }
+    }
+}
+
+/// A work queue that keeps what it is sent; `fail` makes every send fail.
+#[derive(Default)]
+pub struct FakeQueue {
+    pub sent: std::sync::Arc<Mutex<Vec<String>>>,
+    pub fail: bool,
+}
+
+impl FakeQueue {
+    /// The queue, and a handle on what it will have been sent.
+    pub fn new() -> (FakeQueue, std::sync::Arc<Mutex<Vec<String>>>) {
+        let queue = FakeQueue::default();
+        let sent = queue.sent.clone();
+        (queue, sent)
+    }
+}
+
+#[async_trait]
+impl WorkQueue for FakeQueue {
+    async fn send(&self, bodies: &[String]) -> Result<(), AwsError> {
+        if self.fail {
+            return Err(AwsError { retryable: true, ..AwsError::unexpected("SendMessageBatch", "queue unavailable") });
+        }
+        self.sent.lock().expect("sent").extend(bodies.iter().cloned());
+        Ok(())
     }
 }

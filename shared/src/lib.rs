@@ -10,10 +10,12 @@
 pub mod audit;
 pub mod aws;
 pub mod config;
+pub mod deadline;
 pub mod deploy;
 pub mod discover;
 pub mod ensure;
 pub mod error;
+pub mod fanout;
 pub mod image_ref;
 pub mod in_use;
 pub mod invocation;

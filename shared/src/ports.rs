@@ -320,3 +320,12 @@ pub struct FunctionImage {
 pub trait ImageFunctions: Send + Sync {
     async fn image_functions(&self) -> Result<Vec<FunctionImage>, AwsError>;
 }
+
+/// The work queue a large registry is fanned out over (SQS).
+#[async_trait]
+pub trait WorkQueue: Send + Sync {
+    /// Sends each body as one message. `Err` when any could not be sent;
+    /// the ones that were sent stay sent (a consumer handles a batch twice
+    /// safely: every batch is idempotent).
+    async fn send(&self, bodies: &[String]) -> Result<(), AwsError>;
+}

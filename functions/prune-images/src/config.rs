@@ -54,6 +54,13 @@ pub struct Config {
     pub concurrency: usize,
     /// `PROTECT_REGIONS`: where else consumers of our images live.
     pub protect_regions: Vec<String>,
+    /// `WORK_QUEUE_URL`: where a registry larger than one batch is fanned
+    /// out, and where repositories deferred near the deadline go.
+    pub work_queue_url: Option<String>,
+    /// `FANOUT_BATCH_SIZE`: repositories per batch.
+    pub batch_size: usize,
+    /// `DEADLINE_MARGIN_SECS`.
+    pub deadline_margin: std::time::Duration,
 }
 
 impl Config {
@@ -82,6 +89,9 @@ impl Config {
             metrics_namespace: vars.metrics_namespace(),
             concurrency: vars.sweep_concurrency()?,
             protect_regions: vars.protect_regions()?,
+            work_queue_url: vars.work_queue_url()?,
+            batch_size: vars.fanout_batch_size()?,
+            deadline_margin: vars.deadline_margin()?,
         })
     }
 }
@@ -107,6 +117,7 @@ mod tests {
         assert_eq!(c.policy.rules.len(), 2);
         assert_eq!((c.max_delete_percent, c.default_mode, c.dry_run), (80, Mode::DryRun, false));
         assert_eq!(c.safety(), Safety { max_delete_percent: 80, min_age_seconds: 3600 });
+        assert_eq!((c.work_queue_url, c.batch_size, c.deadline_margin.as_secs()), (None, 200, 60));
     }
 
     #[test]
@@ -122,6 +133,9 @@ mod tests {
             .to_string()
             .starts_with("invalid configuration: PRUNE_MIN_AGE_HOURS=\"soon\""));
         assert!(config(&[("SWEEP_CONCURRENCY", "0")]).unwrap_err().to_string().contains("SWEEP_CONCURRENCY"));
+        assert!(config(&[("WORK_QUEUE_URL", "prune-work")]).unwrap_err().to_string().contains("WORK_QUEUE_URL"));
+        assert!(config(&[("FANOUT_BATCH_SIZE", "501")]).unwrap_err().to_string().contains("FANOUT_BATCH_SIZE"));
+        assert!(config(&[("DEADLINE_MARGIN_SECS", "0")]).unwrap_err().to_string().contains("DEADLINE_MARGIN_SECS"));
         assert!(config(&[("PRUNE_DEFAULT_MODE", "maybe")])
             .unwrap_err()
             .to_string()

@@ -6,17 +6,25 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use serde::Deserialize;
 use serde_json::Value;
 
+use autopilot::fanout::{Batch, BatchOf};
 use autopilot::invocation::is_eventbridge;
 use autopilot::lifecycle::Policy;
 use autopilot::Error;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Request {
+    /// `schedule`, `manual` or `batch` (a work-queue message).
     pub trigger: &'static str,
     pub dry_run: Option<bool>,
     pub repositories: Vec<String>,
     /// A policy to preview instead of `PRUNE_POLICY`.
     pub policy: Option<Policy>,
+    /// The policy as given, carried to every batch of a fanned-out cycle.
+    pub policy_doc: Option<Value>,
+    /// The scheduled event's id: the cycle's id.
+    pub event_id: Option<String>,
+    /// The batch this run handles, for a work-queue message.
+    pub batch: Option<BatchOf>,
 }
 
 #[derive(Deserialize)]
@@ -44,7 +52,7 @@ impl Request {
                     event.source, event.detail_type
                 )));
             }
-            return Ok(Request { trigger: "schedule", ..Request::default() });
+            return Ok(Request { trigger: "schedule", event_id: event.id, ..Request::default() });
         }
         let manual: Manual = serde_json::from_value(payload)
             .map_err(|e| Error::malformed(format!("manual request: {e} (fields: dryRun, repositories, policy)")))?;
@@ -56,13 +64,40 @@ impl Request {
             Some(doc) => Some(Policy::from_value(doc).map_err(|e| Error::malformed(format!("manual request: {e}")))?),
             None => None,
         };
-        Ok(Request { trigger: "manual", dry_run: manual.dry_run, repositories, policy })
+        Ok(Request {
+            trigger: "manual",
+            dry_run: manual.dry_run,
+            repositories,
+            policy,
+            policy_doc: manual.policy,
+            ..Request::default()
+        })
+    }
+
+    /// A work-queue message's batch, already checked by [`Batch::parse`].
+    pub fn of_batch(batch: Batch) -> Result<Request, Error> {
+        let policy = match &batch.policy {
+            Some(doc) => {
+                Some(Policy::from_value(doc).map_err(|e| Error::malformed(format!("work-queue message: {e}")))?)
+            }
+            None => None,
+        };
+        Ok(Request {
+            trigger: "batch",
+            dry_run: Some(batch.dry_run),
+            policy,
+            event_id: None,
+            batch: Some(batch.of()),
+            policy_doc: batch.policy,
+            repositories: batch.repositories,
+        })
     }
 
     /// The one rule for manual payloads: a preview unless it says
-    /// `"dryRun": false` (with or without a policy). The schedule acts.
+    /// `"dryRun": false` (with or without a policy). A batch carries its
+    /// cycle's decision, always explicit. The schedule acts.
     pub fn is_dry_run(&self) -> bool {
-        self.trigger == "manual" && self.dry_run != Some(false)
+        self.trigger != "schedule" && self.dry_run != Some(false)
     }
 }
 

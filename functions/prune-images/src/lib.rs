@@ -25,12 +25,14 @@ use serde_json::Value;
 use tracing::{error, info, instrument, warn};
 
 use autopilot::aws::ApiCalls;
+use autopilot::deadline::Deadline;
+use autopilot::fanout::{self, Batch, BatchOf, BatchResponse, Cycle, ItemFailure};
 use autopilot::in_use::fresh::Fresh;
 use autopilot::in_use::{InUse, InUseReader, SourceFailureReport};
 use autopilot::invocation::{settle, Envelope, Response};
 use autopilot::lifecycle::{Policy, StorageClass};
 use autopilot::origin::Origin;
-use autopilot::ports::{Registry, Repository};
+use autopilot::ports::{Registry, Repository, WorkQueue};
 use autopilot::prune::{Protected, PrunePlan, TAG_PRUNE};
 use autopilot::report::{bounded_line, first_few, DETAIL_LINE_MAX_BYTES};
 use autopilot::snapshot;
@@ -46,6 +48,8 @@ pub struct Deps {
     /// Every source of "in use", in every region of `PROTECT_REGIONS`.
     pub in_use: Box<dyn InUseReader>,
     pub ecr: Box<dyn Registry>,
+    /// The work queue (`WORK_QUEUE_URL`), when there is one.
+    pub queue: Option<Box<dyn WorkQueue>>,
     pub api_calls: ApiCalls,
 }
 
@@ -92,8 +96,39 @@ pub struct RepositoryReport {
     pub bytes_archived: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub brake: Option<String>,
+    /// Not started: the invocation's deadline was near
+    /// (`DEADLINE_MARGIN_SECS`). Handed on to the work queue when there is
+    /// one.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deferred: bool,
     #[serde(skip)]
     retryable: bool,
+}
+
+/// A cycle too large for one run, sent to the work queue in batches.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FanOut {
+    pub cycle: String,
+    pub repositories: usize,
+    pub batches: usize,
+    pub batch_size: usize,
+}
+
+/// What a run did not start before its deadline.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deferred {
+    pub repositories: usize,
+    /// Sent to the work queue as batches of their own (`deferred: true`);
+    /// without a queue they wait for the next run.
+    pub handed_off: bool,
+    /// The first few, by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub first: Vec<String>,
+    /// Milliseconds left when the run stopped starting repositories.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub millis_left: Option<u64>,
 }
 
 /// What the "in use" read found, for the report.
@@ -115,6 +150,14 @@ pub struct Report {
     pub dry_run: bool,
     /// `PRUNE_POLICY` or `request`.
     pub policy_source: &'static str,
+    /// The work-queue batch this run handled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchOf>,
+    /// The cycle was sent to the work queue; this run pruned nothing itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<FanOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<Deferred>,
     pub in_use: InUseSummary,
     /// The source that could not be read; nothing was deleted after it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -139,6 +182,12 @@ pub struct Summary {
     pub trigger: &'static str,
     pub dry_run: bool,
     pub policy_source: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchOf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<FanOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<Deferred>,
     pub in_use: InUseSummary,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_use_failure: Option<SourceFailureReport>,
@@ -190,6 +239,9 @@ impl Report {
             trigger: self.trigger,
             dry_run: self.dry_run,
             policy_source: self.policy_source,
+            batch: self.batch.clone(),
+            fan_out: self.fan_out.clone(),
+            deferred: self.deferred.clone(),
             in_use: self.in_use.clone(),
             in_use_failure: self.in_use_failure.clone(),
             repositories_seen: self.repositories.len(),
@@ -228,13 +280,76 @@ impl Report {
     }
 }
 
-/// The invocation as Lambda sees it: [`handle`], answered with the
-/// [`Summary`]; an EventBridge event that is not the schedule is rejected
-/// ([`autopilot::invocation`]) rather than failed and retried.
-pub async fn invoke(deps: &Deps, payload: Value) -> Result<Response<Summary>, Error> {
+/// What an invocation answers: a run's [`Summary`] (or the rejection of an
+/// unusable EventBridge event), or for work-queue messages, the ones that
+/// failed.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    Run(Box<Response<Summary>>),
+    Batches(BatchResponse),
+}
+
+impl Answer {
+    pub fn summary(self) -> Option<Summary> {
+        match self {
+            Answer::Run(response) => response.done(),
+            Answer::Batches(_) => None,
+        }
+    }
+}
+
+/// The invocation as Lambda sees it: work-queue messages ([`consume`]), or
+/// [`handle`] answered with the [`Summary`]; an EventBridge event that is
+/// not the schedule is rejected ([`autopilot::invocation`]) rather than
+/// failed and retried.
+pub async fn invoke(deps: &Deps, payload: Value, deadline: Deadline) -> Result<Answer, Error> {
+    if fanout::is_sqs_event(&payload) {
+        return consume(deps, &payload, deadline).await.map(Answer::Batches);
+    }
     let envelope = Envelope::of(&payload);
-    let result = handle(deps, payload).await.map(|report| report.summary());
-    settle("prune-images", &deps.config.metrics_namespace, envelope, result)
+    let result = handle_until(deps, payload, deadline).await.map(|report| report.summary());
+    settle("prune-images", &deps.config.metrics_namespace, envelope, result).map(|r| Answer::Run(Box::new(r)))
+}
+
+/// Work-queue messages, one batch each, in order. A message that fails, or
+/// that was not started because the deadline was near, is answered as a
+/// batch item failure: SQS hands it back after the visibility timeout, and
+/// after `maxReceiveCount` deliveries moves it to the dead-letter queue. A
+/// message that is not a batch of ours fails the same way (it ends in the
+/// dead-letter queue, kept for a look) and is counted in `EventsRejected`.
+pub async fn consume(deps: &Deps, payload: &Value, deadline: Deadline) -> Result<BatchResponse, Error> {
+    let queue_arn = deps.config.work_queue_url.as_deref().and_then(|url| fanout::queue_arn(url, &deps.region));
+    let records = fanout::records(payload, queue_arn.as_deref())?;
+    let mut response = BatchResponse::default();
+    for record in records {
+        let failed = ItemFailure { item_identifier: record.message_id.clone() };
+        let request = match Batch::parse("prune-images", &record.body).and_then(Request::of_batch) {
+            Ok(request) => request,
+            Err(e) => {
+                error!(message_id = %record.message_id, receive_count = record.receive_count, error = %e,
+                       "work-queue message rejected: it goes to the dead-letter queue after its retries");
+                Metrics::new(&deps.config.metrics_namespace)
+                    .dimension("Function", "prune-images")
+                    .put("EventsRejected", 1.0, Unit::Count)
+                    .emit();
+                response.batch_item_failures.push(failed);
+                continue;
+            }
+        };
+        if deadline.expiring() {
+            warn!(message_id = %record.message_id, "deadline near: batch not started, it comes back");
+            response.batch_item_failures.push(failed);
+            continue;
+        }
+        let of = request.batch.clone();
+        info!(message_id = %record.message_id, receive_count = record.receive_count, batch = ?of, "batch");
+        if let Err(e) = prune_request(deps, request, None, deadline).await.and_then(finish) {
+            error!(message_id = %record.message_id, batch = ?of, error = %e, "batch failed: it comes back on its own");
+            response.batch_item_failures.push(failed);
+        }
+    }
+    Ok(response)
 }
 
 /// What every repository of one run shares.
@@ -247,48 +362,63 @@ struct Run<'a> {
     halted: Mutex<Option<SourceFailureReport>>,
     now: i64,
     dry_run: bool,
+    /// Checked before each repository starts, never in the middle of one.
+    deadline: Deadline,
 }
 
 /// The invocation: [`prune`], then an error if any repository or image
 /// failed, after the whole report is logged.
-#[instrument(skip_all)]
 pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
-    finish(prune(deps, payload).await?)
+    handle_until(deps, payload, Deadline::none()).await
+}
+
+#[instrument(skip_all)]
+pub async fn handle_until(deps: &Deps, payload: Value, deadline: Deadline) -> Result<Report, Error> {
+    finish(prune(deps, payload, deadline).await?)
 }
 
 /// Every repository pruned and reported. `Err` only when nothing could be
 /// done: a bad request, the repositories unlisted, or an in-use source
 /// unreadable (then nothing is deleted anywhere).
-pub async fn prune(deps: &Deps, payload: Value) -> Result<Report, Error> {
-    let calls_before = deps.api_calls.snapshot();
+pub async fn prune(deps: &Deps, payload: Value, deadline: Deadline) -> Result<Report, Error> {
     let origin = Origin::of(&payload);
     let request = Request::parse(payload)?;
     if let Some(origin) = &origin {
         origin.check_region(&deps.region)?;
     }
+    prune_request(deps, request, origin, deadline).await
+}
+
+async fn prune_request(
+    deps: &Deps,
+    request: Request,
+    origin: Option<Origin>,
+    deadline: Deadline,
+) -> Result<Report, Error> {
+    let calls_before = deps.api_calls.snapshot();
     let dry_run = deps.config.dry_run || request.is_dry_run();
     let (policy, policy_source) = match &request.policy {
         Some(p) => (p, "request"),
         None => (&deps.config.policy, "PRUNE_POLICY"),
     };
     info!(trigger = request.trigger, dry_run, policy_source, "invoked");
-
-    let repositories = deps.ecr.repositories(&request.repositories, true).await.map_err(|e| {
-        if e.code_is("RepositoryNotFoundException") {
-            Error::NotFound(format!("repository in {:?}: {}", request.repositories, e.message))
-        } else {
-            Error::Aws(e)
-        }
-    })?;
-    // A scheduled event from another account prunes nothing here.
-    if let (Some(origin), Some(first)) = (&origin, repositories.first()) {
-        origin.check_account(&first.registry_id, &format!("this registry (repository {})", first.name))?;
-    }
+    let cycle = Cycle {
+        function: "prune-images",
+        id: match &request.batch {
+            Some(of) => of.cycle.clone(),
+            None => fanout::cycle_id(request.event_id.as_deref(), snapshot::now() * 1000),
+        },
+        dry_run,
+        policy: request.policy_doc.clone(),
+    };
     let mut report = Report {
         function: "prune-images",
         trigger: request.trigger,
         dry_run,
         policy_source,
+        batch: request.batch.clone(),
+        fan_out: None,
+        deferred: None,
         in_use: InUseSummary {
             regions: autopilot::in_use::protect_regions(&deps.config.protect_regions, &deps.region),
             ..InUseSummary::default()
@@ -303,6 +433,35 @@ pub async fn prune(deps: &Deps, payload: Value) -> Result<Report, Error> {
         images_protected_late: 0,
         api_calls: BTreeMap::new(),
     };
+    // The whole registry, larger than a batch, with a queue to spread it
+    // over: the batches do the work, each reading what is in use itself.
+    if let (Some(queue), true) = (&deps.queue, request.batch.is_none() && request.repositories.is_empty()) {
+        let names = deps.ecr.repositories(&[], false).await?;
+        if let (Some(origin), Some(first)) = (&origin, names.first()) {
+            origin.check_account(&first.registry_id, &format!("this registry (repository {})", first.name))?;
+        }
+        if names.len() > deps.config.batch_size {
+            let names: Vec<String> = names.into_iter().map(|r| r.name).collect();
+            let batches = cycle.split(&names, deps.config.batch_size);
+            let bodies: Vec<String> = batches.iter().map(Batch::body).collect();
+            queue.send(&bodies).await?;
+            info!(cycle = %cycle.id, repositories = names.len(), batches = batches.len(), "fanned out");
+            report.fan_out = Some(FanOut {
+                cycle: cycle.id.clone(),
+                repositories: names.len(),
+                batches: batches.len(),
+                batch_size: deps.config.batch_size,
+            });
+            report.api_calls = deps.api_calls.since(&calls_before);
+            emit(&report, &deps.config);
+            return Ok(report);
+        }
+    }
+    let repositories = describe(deps, &request).await?;
+    // A scheduled event from another account prunes nothing here.
+    if let (Some(origin), Some(first)) = (&origin, repositories.first()) {
+        origin.check_account(&first.registry_id, &format!("this registry (repository {})", first.name))?;
+    }
     // Every source, every protected region, before anything is planned: an
     // image in use anywhere must be kept, so a source we cannot read means
     // we cannot know what is safe to delete.
@@ -334,6 +493,7 @@ pub async fn prune(deps: &Deps, payload: Value) -> Result<Report, Error> {
         halted: Mutex::new(None),
         now: snapshot::now(),
         dry_run,
+        deadline,
     };
     // In the order listed, SWEEP_CONCURRENCY at a time, sharing one set.
     report.repositories = stream::iter(&repositories)
@@ -350,9 +510,62 @@ pub async fn prune(deps: &Deps, payload: Value) -> Result<Report, Error> {
     report.images_protected = report.repositories.iter().map(|r| r.protected.len()).sum();
     report.images_protected_late = report.repositories.iter().map(|r| r.protected_late.len()).sum();
     report.repositories_failed = report.repositories.iter().filter(|r| r.error.is_some()).count();
+    let handed = hand_off(deps, &cycle, &mut report, deadline).await;
     report.api_calls = deps.api_calls.since(&calls_before);
     emit(&report, &deps.config);
+    handed?;
     Ok(report)
+}
+
+/// The named repositories, or every one. A repository named by a batch that
+/// has been deleted since the cycle began is left out, not an error: the
+/// cycle's other repositories still need pruning.
+async fn describe(deps: &Deps, request: &Request) -> Result<Vec<Repository>, Error> {
+    let not_found = |e: &autopilot::AwsError| e.code_is("RepositoryNotFoundException");
+    match deps.ecr.repositories(&request.repositories, true).await {
+        Ok(found) => Ok(found),
+        Err(e) if not_found(&e) && request.batch.is_some() => {
+            let mut found = Vec::with_capacity(request.repositories.len());
+            for name in &request.repositories {
+                match deps.ecr.repositories(std::slice::from_ref(name), true).await {
+                    Ok(one) => found.extend(one),
+                    Err(e) if not_found(&e) => info!(repository = %name, "deleted since the cycle began"),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(found)
+        }
+        Err(e) if not_found(&e) => {
+            Err(Error::NotFound(format!("repository in {:?}: {}", request.repositories, e.message)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The repositories this run did not start, recorded, and sent on as
+/// batches of their own when there is a work queue.
+async fn hand_off(deps: &Deps, cycle: &Cycle, report: &mut Report, deadline: Deadline) -> Result<(), Error> {
+    let names: Vec<String> = report.repositories.iter().filter(|r| r.deferred).map(|r| r.repository.clone()).collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let mut deferred = Deferred {
+        repositories: names.len(),
+        handed_off: false,
+        first: names.iter().take(10).cloned().collect(),
+        millis_left: deadline.millis_left(),
+    };
+    let sent = match &deps.queue {
+        Some(queue) => {
+            let bodies: Vec<String> = cycle.deferred(&names, deps.config.batch_size).iter().map(Batch::body).collect();
+            queue.send(&bodies).await.map(|()| true)
+        }
+        None => Ok(false),
+    };
+    deferred.handed_off = matches!(sent, Ok(true));
+    warn!(deferred = names.len(), handed_off = deferred.handed_off, "deadline near: repositories deferred");
+    report.deferred = Some(deferred);
+    sent.map(|_| ()).map_err(Error::from)
 }
 
 fn emit(report: &Report, config: &Config) {
@@ -365,13 +578,25 @@ fn emit(report: &Report, config: &Config) {
         .put("RepositoriesFailed", report.repositories_failed as f64, Unit::Count)
         .put("InUseUnreadable", if report.in_use_failure.is_some() { 1.0 } else { 0.0 }, Unit::Count)
         .put("ApiCalls", report.api_calls.values().sum::<u64>() as f64, Unit::Count)
+        .put("RepositoriesDeferred", report.deferred.as_ref().map_or(0, |d| d.repositories) as f64, Unit::Count)
         .property("dryRun", Value::Bool(report.dry_run));
+    if let Some(fan_out) = &report.fan_out {
+        metrics.put("BatchesQueued", fan_out.batches as f64, Unit::Count);
+        metrics.property("cycle", Value::String(fan_out.cycle.clone()));
+    }
+    if let Some(batch) = &report.batch {
+        metrics.property("cycle", Value::String(batch.cycle.clone()));
+    }
     metrics.emit();
 }
 
 /// One repository, never an `Err`: a failure is recorded in its report.
 async fn prune_repository(run: &Run<'_>, repository: &Repository) -> RepositoryReport {
     let mut report = RepositoryReport { repository: repository.name.clone(), ..RepositoryReport::default() };
+    if run.deadline.expiring() {
+        report.deferred = true;
+        return report;
+    }
     if let Err(e) = prune_into(run, repository, &mut report).await {
         error!(repository = %repository.name, error = %e, deleted = report.deleted.len(), "repository failed");
         report.retryable |= e.is_retryable();
@@ -625,7 +850,7 @@ fn finish(report: Report) -> Result<Report, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use autopilot::fakes::{FakeRegistries, FakeRegistry, ScriptedInUse};
+    use autopilot::fakes::{FakeQueue, FakeRegistries, FakeRegistry, ScriptedInUse};
     use autopilot::in_use::{Source, SourceFailure, User};
     use autopilot::prune::RepoImage;
     use autopilot::AwsError;
@@ -660,6 +885,7 @@ mod tests {
             region: "us-east-1".into(),
             in_use: Box::new(in_use),
             ecr: Box::new(registry),
+            queue: None,
             api_calls: ApiCalls::default(),
         }
     }
@@ -837,12 +1063,206 @@ mod tests {
     async fn an_eventbridge_event_that_is_not_the_schedule_is_rejected_not_failed() {
         let d_ = deps(FakeRegistry::new("users", vec![row(1, false, &["latest"]), row(2, false, &[])]));
         let push = json!({"id": "e-1", "source": "aws.ecr", "detail-type": "ECR Image Action", "detail": {}});
-        let answer = invoke(&d_, push).await.expect("answered");
-        let Response::Rejected(rejected) = answer else { panic!("expected a rejection") };
+        let answer = invoke(&d_, push, Deadline::none()).await.expect("answered");
+        let Answer::Run(run) = answer else { panic!("expected a run's answer") };
+        let Response::Rejected(rejected) = *run else { panic!("expected a rejection") };
         assert!(rejected.rejected.starts_with("unexpected event"), "{rejected:?}");
         // the same mistake made by hand is an error
-        let manual = invoke(&d_, json!({"repository": "users"})).await.expect_err("a manual error");
+        let manual = invoke(&d_, json!({"repository": "users"}), Deadline::none()).await.expect_err("a manual error");
         assert!(manual.to_string().starts_with("malformed event: manual request"), "{manual}");
+    }
+
+    fn registries(n: u32) -> FakeRegistries {
+        FakeRegistries(
+            (0..n)
+                .map(|i| FakeRegistry::new(&format!("svc-{i}"), vec![row(1, false, &["latest"]), row(2, false, &[])]))
+                .collect(),
+        )
+    }
+
+    fn with_queue(mut d_: Deps, pairs: &[(&str, &str)], queue: FakeQueue) -> Deps {
+        let mut all = vec![
+            ("PRUNE_MAX_DELETE_PERCENT", "100"),
+            ("PRUNE_DEFAULT_MODE", "on"),
+            ("WORK_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/prune-work"),
+        ];
+        all.extend_from_slice(pairs);
+        d_.config = Config::from_lookup(autopilot::config::lookup_from(&all)).expect("valid");
+        d_.queue = Some(Box::new(queue));
+        d_
+    }
+
+    fn sent_batches(sent: &std::sync::Mutex<Vec<String>>) -> Vec<Batch> {
+        sent.lock().expect("sent").iter().map(|b| Batch::parse("prune-images", b).expect("ours")).collect()
+    }
+
+    fn schedule() -> Value {
+        json!({"id": "evt-7", "source": "aws.events", "detail-type": "Scheduled Event", "account": "123456789012",
+               "region": "us-east-1", "detail": {}})
+    }
+
+    #[tokio::test]
+    async fn a_registry_larger_than_a_batch_is_fanned_out_and_nothing_is_pruned_inline() {
+        let (queue, sent) = FakeQueue::new();
+        let d_ = with_queue(
+            deps_with(registries(5), ScriptedInUse::always(InUse::default())),
+            &[("FANOUT_BATCH_SIZE", "2")],
+            queue,
+        );
+        let report = handle(&d_, schedule()).await.expect("fanned out");
+        let fan_out = report.fan_out.clone().expect("fan-out");
+        assert_eq!((fan_out.cycle.as_str(), fan_out.repositories, fan_out.batches), ("evt-7", 5, 3));
+        assert!(report.repositories.is_empty() && report.images_deleted == 0, "the batches do the work");
+        let batches = sent_batches(&sent);
+        let names: Vec<String> = batches.iter().flat_map(|b| b.repositories.clone()).collect();
+        assert_eq!(names, (0..5).map(|i| format!("svc-{i}")).collect::<Vec<_>>());
+        assert!(batches.iter().all(|b| b.cycle == "evt-7" && !b.dry_run && b.batches == 3 && !b.deferred));
+    }
+
+    #[tokio::test]
+    async fn a_registry_that_fits_in_a_batch_runs_inline_without_the_queue() {
+        let (queue, sent) = FakeQueue::new();
+        let d_ = with_queue(
+            deps_with(registries(2), ScriptedInUse::always(InUse::default())),
+            &[("FANOUT_BATCH_SIZE", "2")],
+            queue,
+        );
+        let report = handle(&d_, schedule()).await.expect("pruned");
+        assert!(report.fan_out.is_none());
+        assert_eq!(report.images_deleted, 2);
+        assert!(sent.lock().expect("sent").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_manual_preview_of_a_large_registry_fans_out_as_a_preview_with_its_policy() {
+        let (queue, sent) = FakeQueue::new();
+        let d_ = with_queue(
+            deps_with(registries(3), ScriptedInUse::always(InUse::default())),
+            &[("FANOUT_BATCH_SIZE", "1")],
+            queue,
+        );
+        let policy = json!({"rules": [{"rulePriority": 1, "selection": {"tagStatus": "untagged", "countType": "imageCountMoreThan", "countNumber": 5}, "action": {"type": "expire"}}]});
+        handle(&d_, json!({"policy": policy.clone()})).await.expect("fanned out");
+        let batches = sent_batches(&sent);
+        assert_eq!(batches.len(), 3);
+        assert!(batches
+            .iter()
+            .all(|b| b.dry_run && b.policy.as_ref() == Some(&policy) && b.cycle.starts_with("manual-")));
+    }
+
+    #[tokio::test]
+    async fn near_the_deadline_nothing_starts_and_the_rest_is_handed_to_the_queue() {
+        let (queue, sent) = FakeQueue::new();
+        let d_ = with_queue(deps_with(registries(3), ScriptedInUse::always(InUse::default())), &[], queue);
+        let deadline = Deadline::in_(std::time::Duration::from_secs(5), std::time::Duration::from_secs(60));
+        let report = handle_until(&d_, schedule(), deadline).await.expect("deferred, not failed");
+        assert_eq!(report.images_deleted, 0, "no repository was started");
+        let deferred = report.deferred.clone().expect("deferred");
+        assert_eq!((deferred.repositories, deferred.handed_off), (3, true));
+        assert!(report.repositories.iter().all(|r| r.deferred && r.deleted.is_empty()));
+        let batches = sent_batches(&sent);
+        assert_eq!(batches.len(), 1);
+        assert!(batches[0].deferred && batches[0].repositories.len() == 3 && batches[0].cycle == "evt-7");
+        assert_eq!(report.summary().deferred.map(|d| d.repositories), Some(3));
+    }
+
+    #[tokio::test]
+    async fn without_a_queue_deferred_repositories_are_reported_for_the_next_run() {
+        let d_ = deps_with(registries(2), ScriptedInUse::always(InUse::default()));
+        let deadline = Deadline::in_(std::time::Duration::ZERO, std::time::Duration::from_secs(1));
+        let report = handle_until(&d_, json!({"dryRun": false}), deadline).await.expect("deferred");
+        let deferred = report.deferred.expect("deferred");
+        assert_eq!((deferred.repositories, deferred.handed_off), (2, false));
+        assert_eq!(deferred.millis_left, Some(0));
+    }
+
+    #[tokio::test]
+    async fn a_failed_hand_off_fails_the_run_after_its_report() {
+        let queue = FakeQueue { fail: true, ..FakeQueue::default() };
+        let d_ = with_queue(deps_with(registries(1), ScriptedInUse::always(InUse::default())), &[], queue);
+        let deadline = Deadline::in_(std::time::Duration::ZERO, std::time::Duration::from_secs(1));
+        let error = handle_until(&d_, schedule(), deadline).await.expect_err("the queue refused");
+        assert!(error.to_string().contains("queue unavailable"), "{error}");
+    }
+
+    fn sqs_event(bodies: &[&str]) -> Value {
+        let records: Vec<Value> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                json!({"messageId": format!("m-{i}"), "receiptHandle": "r", "body": body, "eventSource": "aws:sqs",
+                       "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:prune-work", "awsRegion": "us-east-1",
+                       "attributes": {"ApproximateReceiveCount": "1"}})
+            })
+            .collect();
+        json!({"Records": records})
+    }
+
+    fn batch_body(repositories: &[&str]) -> String {
+        Cycle { function: "prune-images", id: "evt-7".into(), dry_run: false, policy: None }
+            .split(&repositories.iter().map(|r| r.to_string()).collect::<Vec<_>>(), 200)
+            .remove(0)
+            .body()
+    }
+
+    #[tokio::test]
+    async fn each_batch_is_pruned_and_only_a_bad_one_comes_back() {
+        let (queue, sent) = FakeQueue::new();
+        let registry = registries(3);
+        let d_ = with_queue(deps_with(registry, ScriptedInUse::always(InUse::default())), &[], queue);
+        let good = batch_body(&["svc-0", "svc-2"]);
+        let answer = invoke(&d_, sqs_event(&[&good, "{\"not\": \"ours\"}"]), Deadline::none()).await.expect("answered");
+        let Answer::Batches(response) = answer else { panic!("a batch response") };
+        assert_eq!(response.batch_item_failures, vec![ItemFailure { item_identifier: "m-1".into() }]);
+        assert!(sent.lock().expect("sent").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_batch_naming_a_repository_deleted_since_prunes_the_others() {
+        let (queue, _sent) = FakeQueue::new();
+        let d_ = with_queue(deps_with(registries(2), ScriptedInUse::always(InUse::default())), &[], queue);
+        let answer = invoke(&d_, sqs_event(&[&batch_body(&["svc-0", "gone", "svc-1"])]), Deadline::none())
+            .await
+            .expect("answered");
+        let Answer::Batches(response) = answer else { panic!("a batch response") };
+        assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_whose_prune_fails_comes_back_on_its_own() {
+        let (queue, _sent) = FakeQueue::new();
+        let d_ = with_queue(
+            deps_with(
+                registries(2),
+                ScriptedInUse::new(vec![Err(SourceFailure::new(
+                    Source::ServiceDeployment,
+                    "us-east-1",
+                    "ecs",
+                    AwsError::unexpected("ListClusters", "down"),
+                ))]),
+            ),
+            &[],
+            queue,
+        );
+        let answer = invoke(&d_, sqs_event(&[&batch_body(&["svc-0"]), &batch_body(&["svc-1"])]), Deadline::none())
+            .await
+            .expect("answered");
+        let Answer::Batches(response) = answer else { panic!("a batch response") };
+        assert_eq!(response.batch_item_failures.len(), 2, "in-use unreadable: nothing deleted, both come back");
+    }
+
+    #[tokio::test]
+    async fn an_sqs_event_from_another_queue_is_refused_whole() {
+        let (queue, _sent) = FakeQueue::new();
+        let d_ = with_queue(deps_with(registries(1), ScriptedInUse::always(InUse::default())), &[], queue);
+        let mut event = sqs_event(&[&batch_body(&["svc-0"])]);
+        event["Records"][0]["eventSourceARN"] = json!("arn:aws:sqs:us-east-1:123456789012:someone-else");
+        let error = invoke(&d_, event, Deadline::none()).await.expect_err("not our queue");
+        assert!(error.to_string().contains("consumes only"), "{error}");
+        let without = deps_with(registries(1), ScriptedInUse::always(InUse::default()));
+        let error =
+            invoke(&without, sqs_event(&[&batch_body(&["svc-0"])]), Deadline::none()).await.expect_err("no queue");
+        assert!(error.to_string().contains("WORK_QUEUE_URL"), "{error}");
     }
 
     /// 10,000 repositories, some with thousands of images and long reasons:
@@ -896,6 +1316,9 @@ mod tests {
             trigger: "schedule",
             dry_run: false,
             policy_source: "PRUNE_POLICY",
+            batch: None,
+            fan_out: None,
+            deferred: None,
             in_use: InUseSummary::default(),
             in_use_failure: None,
             repositories_failed: repositories.iter().filter(|r| r.error.is_some()).count(),
@@ -948,7 +1371,7 @@ mod tests {
             ..FakeRegistry::new("outside", vec![row(1, false, &["latest"]), row(2, false, &[])])
         };
         let d_ = deps_with(FakeRegistries(vec![broken, healthy, outside]), ScriptedInUse::always(InUse::default()));
-        let report = prune(&d_, json!({"dryRun": false})).await.expect("the run goes on");
+        let report = prune(&d_, json!({"dryRun": false}), Deadline::none()).await.expect("the run goes on");
         let by_name = |n: &str| report.repositories.iter().find(|r| r.repository == n).expect("reported");
         assert!(by_name("broken").error.as_deref().unwrap_or("").contains("invalid image index"));
         assert!(by_name("broken").deleted.is_empty());
@@ -1086,6 +1509,7 @@ mod mocked {
             region: "us-east-1".into(),
             in_use: Box::new(Sources { regions: vec![region], concurrency: 2 }),
             ecr: Box::new(EcrAdapter::from_client(mock_client!(aws_sdk_ecr, RuleMode::MatchAny, &ecr))),
+            queue: None,
             api_calls: ApiCalls::default(),
         }
     }

@@ -20,6 +20,8 @@ pub mod logs;
 pub mod scheduler;
 #[cfg(any(test, feature = "sns"))]
 pub mod sns;
+#[cfg(any(test, feature = "queue"))]
+pub mod sqs;
 
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, SdkConfig};

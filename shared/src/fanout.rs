@@ -1,0 +1,333 @@
+//! Fanning a registry out over an SQS work queue (README, "Scale").
+//!
+//! A scheduled run of prune-images or quota-scan that finds more repositories
+//! than one batch holds (`FANOUT_BATCH_SIZE`) does not work through them
+//! itself: it splits their names into [`Batch`]es, sends one message per
+//! batch to its work queue (`WORK_QUEUE_URL`), and returns. The queue's
+//! event source mapping hands each message back to the same function, one
+//! batch an invocation, and that invocation reads what is in use afresh,
+//! handles its repositories and answers which messages failed
+//! ([`BatchResponse`], `ReportBatchItemFailures`): a failed batch alone comes
+//! back after the visibility timeout, the others are deleted, and one that
+//! keeps failing ends in the dead-letter queue. A registry that fits in one
+//! batch runs inline, with no queue round trip.
+//!
+//! Near its deadline ([`crate::deadline`]) a run stops starting repositories
+//! and sends the ones it did not start as a batch of their own
+//! (`deferred: true`), so the cycle still covers every repository.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::Error;
+
+/// `FANOUT_BATCH_SIZE` when unset: repositories per batch, and the most a
+/// run handles inline.
+pub const DEFAULT_BATCH_SIZE: usize = 200;
+/// Repository names are up to 256 characters; 500 of them stay well inside
+/// an SQS message (256 KiB).
+pub const MAX_BATCH_SIZE: usize = 500;
+
+/// One message on the work queue: some repositories of one cycle.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Batch {
+    /// The function that sent it and must handle it.
+    pub function: String,
+    /// The cycle: the scheduled event's id, or `manual-<epoch ms>`.
+    pub cycle: String,
+    /// 1-based, of `batches`.
+    pub batch: usize,
+    pub batches: usize,
+    pub repositories: Vec<String>,
+    /// The cycle's decision, carried so every batch acts the same way.
+    pub dry_run: bool,
+    /// A policy the cycle's request gave (prune-images); otherwise the
+    /// function's configured one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Value>,
+    /// Handed on by a run that reached its deadline margin.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deferred: bool,
+}
+
+/// Where a run's repositories came from, for its report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchOf {
+    pub cycle: String,
+    pub batch: usize,
+    pub batches: usize,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deferred: bool,
+}
+
+impl Batch {
+    pub fn of(&self) -> BatchOf {
+        BatchOf { cycle: self.cycle.clone(), batch: self.batch, batches: self.batches, deferred: self.deferred }
+    }
+
+    pub fn body(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// A message body, checked: ours, for `function`, and sane.
+    pub fn parse(function: &str, body: &str) -> Result<Batch, Error> {
+        let value = serde_json::from_str::<crate::payload::Payload>(body)
+            .map_err(|e| Error::malformed(format!("work-queue message: {e}")))?;
+        let batch: Batch = serde_json::from_value(value.into_value())
+            .map_err(|e| Error::malformed(format!("work-queue message: {e}")))?;
+        if batch.function != function {
+            return Err(Error::malformed(format!(
+                "work-queue message for {:?}, and this is {function}",
+                batch.function
+            )));
+        }
+        if batch.batch == 0 || batch.batch > batch.batches {
+            return Err(Error::malformed(format!("work-queue message: batch {} of {}", batch.batch, batch.batches)));
+        }
+        if batch.repositories.is_empty() || batch.repositories.len() > MAX_BATCH_SIZE {
+            return Err(Error::malformed(format!(
+                "work-queue message: {} repositories (1 to {MAX_BATCH_SIZE})",
+                batch.repositories.len()
+            )));
+        }
+        if let Some(bad) = batch.repositories.iter().find(|r| !is_repository_name(r)) {
+            return Err(Error::malformed(format!("work-queue message: {bad:?} is not a repository name")));
+        }
+        Ok(batch)
+    }
+}
+
+/// What every batch of a cycle shares.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cycle {
+    pub function: &'static str,
+    pub id: String,
+    pub dry_run: bool,
+    pub policy: Option<Value>,
+}
+
+impl Cycle {
+    /// `names` in batches of `size`, in order, numbered from 1.
+    pub fn split(&self, names: &[String], size: usize) -> Vec<Batch> {
+        let chunks: Vec<&[String]> = names.chunks(size.max(1)).collect();
+        let batches = chunks.len();
+        chunks.into_iter().enumerate().map(|(i, chunk)| self.batch(i + 1, batches, chunk.to_vec(), false)).collect()
+    }
+
+    /// Repositories a run did not start before its deadline, as batches of
+    /// their own.
+    pub fn deferred(&self, names: &[String], size: usize) -> Vec<Batch> {
+        let chunks: Vec<&[String]> = names.chunks(size.max(1)).collect();
+        let batches = chunks.len();
+        chunks.into_iter().enumerate().map(|(i, chunk)| self.batch(i + 1, batches, chunk.to_vec(), true)).collect()
+    }
+
+    fn batch(&self, batch: usize, batches: usize, repositories: Vec<String>, deferred: bool) -> Batch {
+        Batch {
+            function: self.function.to_string(),
+            cycle: self.id.clone(),
+            batch,
+            batches,
+            repositories,
+            dry_run: self.dry_run,
+            policy: self.policy.clone(),
+            deferred,
+        }
+    }
+}
+
+/// The id of a cycle started by `event_id` (the schedule's event), or by
+/// hand at `now_ms`.
+pub fn cycle_id(event_id: Option<&str>, now_ms: i64) -> String {
+    match event_id {
+        Some(id) if !id.is_empty() => id.chars().take(128).collect(),
+        _ => format!("manual-{now_ms}"),
+    }
+}
+
+/// An ECR repository name: lowercase letters, digits, `.`, `_`, `-` and
+/// `/` between components, 2 to 256 characters.
+pub fn is_repository_name(name: &str) -> bool {
+    (2..=256).contains(&name.len())
+        && name.split('/').all(|part| {
+            !part.is_empty()
+                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                && part.as_bytes()[0].is_ascii_alphanumeric()
+        })
+}
+
+/// One record of an SQS event, as the event source mapping delivers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub message_id: String,
+    pub body: String,
+    /// ApproximateReceiveCount: 1 on the first delivery.
+    pub receive_count: u32,
+    pub queue_arn: String,
+}
+
+/// True when the payload is an SQS event: `Records` whose entries come from
+/// `aws:sqs`.
+pub fn is_sqs_event(payload: &Value) -> bool {
+    payload.get("Records").and_then(Value::as_array).is_some_and(|records| {
+        !records.is_empty() && records.iter().all(|r| r.get("eventSource").and_then(Value::as_str) == Some("aws:sqs"))
+    })
+}
+
+/// The records of an SQS event, each from `queue_arn` (the function's own
+/// work queue); anything else is refused whole.
+pub fn records(payload: &Value, queue_arn: Option<&str>) -> Result<Vec<Record>, Error> {
+    let Some(queue_arn) = queue_arn else {
+        return Err(Error::UnexpectedEvent("an SQS event, and no work queue is configured (WORK_QUEUE_URL)".into()));
+    };
+    let list =
+        payload.get("Records").and_then(Value::as_array).ok_or_else(|| Error::malformed("SQS event: no Records"))?;
+    list.iter()
+        .map(|r| {
+            let text = |key: &str| r.get(key).and_then(Value::as_str).map(str::to_string);
+            let message_id = text("messageId").ok_or_else(|| Error::malformed("SQS record without messageId"))?;
+            let source = text("eventSourceARN").unwrap_or_default();
+            if source != queue_arn {
+                return Err(Error::UnexpectedEvent(format!(
+                    "SQS record {message_id} from {source:?}; this function consumes only {queue_arn}"
+                )));
+            }
+            let receive_count = r
+                .pointer("/attributes/ApproximateReceiveCount")
+                .and_then(Value::as_str)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
+            Ok(Record { message_id, body: text("body").unwrap_or_default(), receive_count, queue_arn: source })
+        })
+        .collect()
+}
+
+/// The queue's ARN from its URL (`https://sqs.<region>.amazonaws.com/<account>/<name>`).
+pub fn queue_arn(queue_url: &str, region: &str) -> Option<String> {
+    let path = queue_url.split("://").nth(1)?.split_once('/')?.1;
+    let (account, name) = path.trim_end_matches('/').split_once('/')?;
+    let ok =
+        account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty() && !name.contains('/');
+    ok.then(|| format!("arn:aws:sqs:{region}:{account}:{name}"))
+}
+
+/// The answer to an SQS event: the messages that failed and must come back.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BatchResponse {
+    #[serde(rename = "batchItemFailures")]
+    pub batch_item_failures: Vec<ItemFailure>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ItemFailure {
+    #[serde(rename = "itemIdentifier")]
+    pub item_identifier: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cycle() -> Cycle {
+        Cycle { function: "prune-images", id: "e-1".into(), dry_run: false, policy: None }
+    }
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("team/svc-{i:05}")).collect()
+    }
+
+    #[test]
+    fn every_repository_is_in_exactly_one_batch() {
+        for (n, size) in [(1, 200), (200, 200), (201, 200), (10_000, 200), (7, 3)] {
+            let all = names(n);
+            let batches = cycle().split(&all, size);
+            assert_eq!(batches.len(), n.div_ceil(size));
+            assert!(batches.iter().all(|b| b.batches == batches.len() && b.repositories.len() <= size));
+            let again: Vec<String> = batches.iter().flat_map(|b| b.repositories.clone()).collect();
+            assert_eq!(again, all, "{n} in batches of {size}");
+            assert_eq!(batches.iter().map(|b| b.batch).collect::<Vec<_>>(), (1..=batches.len()).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn a_batch_survives_the_queue() {
+        let batch = Cycle { policy: Some(json!({"rules": []})), ..cycle() }.split(&names(3), 2).remove(1);
+        assert_eq!(Batch::parse("prune-images", &batch.body()).expect("ours"), batch);
+        assert!(!batch.body().contains("deferred"), "only deferred batches say so");
+        let deferred = cycle().deferred(&names(3), 200).remove(0);
+        assert!(Batch::parse("prune-images", &deferred.body()).expect("ours").deferred);
+    }
+
+    #[test]
+    fn a_message_that_is_not_ours_is_refused() {
+        let good = cycle().split(&names(2), 200).remove(0);
+        let mut other = good.clone();
+        other.function = "quota-scan".into();
+        for (body, expected) in [
+            ("not json".to_string(), "work-queue message"),
+            (other.body(), "for \"quota-scan\""),
+            (json!({"function": "prune-images", "cycle": "c", "batch": 0, "batches": 1, "repositories": ["a1"], "dryRun": false}).to_string(), "batch 0 of 1"),
+            (json!({"function": "prune-images", "cycle": "c", "batch": 1, "batches": 1, "repositories": [], "dryRun": false}).to_string(), "0 repositories"),
+            (json!({"function": "prune-images", "cycle": "c", "batch": 1, "batches": 1, "repositories": ["Bad Name"], "dryRun": false}).to_string(), "not a repository name"),
+            (json!({"function": "prune-images", "cycle": "c", "batch": 1, "batches": 1, "repositories": ["ok"]}).to_string(), "missing field `dryRun`"),
+            (json!({"function": "prune-images", "cycle": "c", "batch": 1, "batches": 1, "repositories": ["ok"], "dryRun": false, "extra": 1}).to_string(), "unknown field"),
+            (r#"{"function":"prune-images","function":"prune-images"}"#.to_string(), "duplicate key"),
+        ] {
+            let error = Batch::parse("prune-images", &body).expect_err(&body).to_string();
+            assert!(error.contains(expected), "{body} → {error}");
+        }
+    }
+
+    #[test]
+    fn repository_names() {
+        for good in ["users", "team/users", "a.b_c-d/e2"] {
+            assert!(is_repository_name(good), "{good}");
+        }
+        for bad in ["", "a", "Users", "team//users", "/users", "users/", "-users", "us ers", "users\n"] {
+            assert!(!is_repository_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn records_come_from_our_queue_only() {
+        let arn = "arn:aws:sqs:us-east-1:123456789012:prune-work";
+        let event = |source: &str| {
+            json!({"Records": [{"messageId": "m-1", "receiptHandle": "r", "body": "{}", "eventSource": "aws:sqs",
+                    "eventSourceARN": source, "awsRegion": "us-east-1", "attributes": {"ApproximateReceiveCount": "2"}}]})
+        };
+        assert!(is_sqs_event(&event(arn)));
+        assert!(!is_sqs_event(&json!({"Records": []})));
+        assert!(!is_sqs_event(&json!({"source": "aws.events", "detail-type": "Scheduled Event"})));
+        let got = records(&event(arn), Some(arn)).expect("ours");
+        assert_eq!((got[0].message_id.as_str(), got[0].receive_count), ("m-1", 2));
+        let other = records(&event("arn:aws:sqs:us-east-1:123456789012:other"), Some(arn)).expect_err("not ours");
+        assert!(other.to_string().contains("consumes only"), "{other}");
+        assert!(records(&event(arn), None).expect_err("no queue").to_string().contains("WORK_QUEUE_URL"));
+    }
+
+    #[test]
+    fn queue_arn_from_url() {
+        assert_eq!(
+            queue_arn("https://sqs.us-east-1.amazonaws.com/123456789012/prune-work", "us-east-1").as_deref(),
+            Some("arn:aws:sqs:us-east-1:123456789012:prune-work")
+        );
+        assert_eq!(
+            queue_arn("http://127.0.0.1:5000/123456789012/q", "eu-west-1").as_deref(),
+            Some("arn:aws:sqs:eu-west-1:123456789012:q")
+        );
+        assert_eq!(queue_arn("not a url", "us-east-1"), None);
+        assert_eq!(queue_arn("https://sqs.us-east-1.amazonaws.com/prune-work", "us-east-1"), None);
+    }
+
+    #[test]
+    fn the_batch_response_is_what_lambda_reads() {
+        let response = BatchResponse { batch_item_failures: vec![ItemFailure { item_identifier: "m-1".into() }] };
+        assert_eq!(
+            serde_json::to_value(&response).expect("json"),
+            json!({"batchItemFailures": [{"itemIdentifier": "m-1"}]})
+        );
+    }
+}
