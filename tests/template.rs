@@ -1034,3 +1034,82 @@ fn pass_role_is_limited_to_pass_role_arns_or_the_documented_default() {
     let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README");
     assert!(readme.contains("`PassRoleArns`") && !readme.contains("PassRoleArnPattern"));
 }
+
+/// prune-images' fan-out (README, "Scale"): the work queue, its event source
+/// mapping (one batch an invocation, failed batches alone redelivered,
+/// bounded concurrency), the dead-letter queue and the alarms on both, the
+/// queue's URL in the function's environment, and a role that can use only
+/// that queue.
+#[test]
+fn prune_images_fans_out_over_a_work_queue_with_a_dead_letter_queue_and_alarms() {
+    let template = translated();
+    let resources = &template["Resources"];
+    let queue = &resources["PruneWorkQueue"]["Properties"];
+    assert_eq!(resources["PruneWorkQueue"]["Type"], "AWS::SQS::Queue");
+    let timeout = resources["PruneImagesFunction"]["Properties"]["Timeout"].as_u64().expect("timeout");
+    let visibility = queue["VisibilityTimeout"].as_u64().expect("visibility timeout");
+    assert!(visibility >= 6 * timeout, "visibility {visibility} s, function timeout {timeout} s: Lambda advises 6×");
+    assert_eq!(queue["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0], "PruneWorkDeadLetterQueue");
+    let receives = queue["RedrivePolicy"]["maxReceiveCount"].as_u64().expect("maxReceiveCount");
+    assert!((2..=5).contains(&receives), "a failed batch is retried, then parked: {receives}");
+    assert_eq!(queue["SqsManagedSseEnabled"], true);
+
+    let mappings = resources_of(&template, "AWS::Lambda::EventSourceMapping");
+    let (_, mapping) = mappings
+        .iter()
+        .find(|(_, m)| m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0] == "PruneWorkQueue")
+        .expect("an event source mapping on the work queue");
+    let p = &mapping["Properties"];
+    assert_eq!(p["FunctionName"]["Ref"], "PruneImagesFunction");
+    assert_eq!(p["BatchSize"], 1, "one batch an invocation");
+    assert_eq!(p["FunctionResponseTypes"], serde_json::json!(["ReportBatchItemFailures"]));
+    assert_eq!(p["ScalingConfig"]["MaximumConcurrency"]["Ref"], "FanOutConcurrency");
+
+    let variables = &resources["PruneImagesFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(variables["WORK_QUEUE_URL"]["Ref"], "PruneWorkQueue");
+    assert_eq!(variables["FANOUT_BATCH_SIZE"]["Ref"], "FanOutBatchSize");
+    let margin: u64 = variables["DEADLINE_MARGIN_SECS"].as_str().expect("margin").parse().expect("a number");
+    assert!(margin < timeout, "the margin must leave time to work");
+    let params = &template["Parameters"];
+    assert_eq!(
+        (params["FanOutBatchSize"]["Default"].as_u64(), params["FanOutBatchSize"]["MaxValue"].as_u64()),
+        (Some(200), Some(500))
+    );
+    assert_eq!(params["FanOutConcurrency"]["MinValue"], 2);
+
+    let watched: Vec<(String, String)> = alarms(&template)
+        .iter()
+        .filter(|(_, a)| a["Properties"]["Namespace"] == "AWS/SQS")
+        .map(|(_, a)| {
+            let p = &a["Properties"];
+            let queue = p["Dimensions"][0]["Value"]["Fn::GetAtt"][0].as_str().unwrap_or_default().to_string();
+            (queue, p["MetricName"].as_str().unwrap_or_default().to_string())
+        })
+        .collect();
+    for expected in [
+        ("PruneWorkDeadLetterQueue", "ApproximateNumberOfMessagesVisible"),
+        ("PruneWorkQueue", "ApproximateAgeOfOldestMessage"),
+    ] {
+        assert!(
+            watched.iter().any(|(q, m)| (q.as_str(), m.as_str()) == expected),
+            "no alarm on {expected:?}: {watched:?}"
+        );
+    }
+
+    let statements = statements_of(&template, "PruneImagesRole");
+    for statement in statements
+        .iter()
+        .filter(|s| as_list(&s["Action"]).iter().any(|a| a.as_str().is_some_and(|a| a.starts_with("sqs:"))))
+    {
+        let resource = &statement["Resource"]["Fn::GetAtt"][0];
+        assert!(resource == "PruneWorkQueue" || resource == "FailureQueue", "sqs on {resource}");
+    }
+    let work: Vec<Value> = statements
+        .iter()
+        .filter(|s| s["Resource"]["Fn::GetAtt"][0] == "PruneWorkQueue")
+        .flat_map(|s| as_list(&s["Action"]))
+        .collect();
+    for needed in ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"] {
+        assert!(work.iter().any(|a| a == needed), "prune-images lacks {needed} on its work queue");
+    }
+}
