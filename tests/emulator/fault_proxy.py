@@ -26,6 +26,12 @@ Control endpoints (JSON in and out), answered by the proxy itself:
   real answer). Call numbers count from 1 per operation.
 - ``GET /fault-proxy/calls`` -> ``{"calls": {OP: n}, "injected": {OP: n}}``.
 - ``POST /fault-proxy/reset`` clears the plan and the counters.
+
+With ``--deadline-ms N`` it stands in front of a Lambda Runtime API instead
+(cargo-lambda's, whose ``Lambda-Runtime-Deadline-Ms`` is a fixed ``600000``
+rather than a wall-clock time) and rewrites that header of every next
+invocation to now + N ms, as Lambda does with the function's timeout: the
+tests' way to give a function a short deadline.
 """
 
 from __future__ import annotations
@@ -93,6 +99,7 @@ def throttle_shape(operation: str, has_target: bool) -> tuple[int, str]:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     upstream: urllib.parse.SplitResult
+    deadline_ms: int | None = None
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         pass
@@ -181,7 +188,9 @@ class Handler(BaseHTTPRequestHandler):
         self._forward(body)
 
     def _forward(self, body: bytes, lose_response: bool = False) -> None:
-        conn = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=120)
+        # The Runtime API's next-invocation request waits for an invocation.
+        timeout = None if self.deadline_ms is not None else 120
+        conn = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=timeout)
         try:
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
             headers["Content-Length"] = str(len(body))
@@ -192,6 +201,9 @@ class Handler(BaseHTTPRequestHandler):
                 self._reset_connection()
                 return
             out = [(k, v) for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP | {"content-length"}]
+            if self.deadline_ms is not None:
+                deadline = str(int(time.time() * 1000) + self.deadline_ms)
+                out = [(k, deadline if k.lower() == "lambda-runtime-deadline-ms" else v) for k, v in out]
             self._reply(response.status, data, out)
         finally:
             conn.close()
@@ -203,8 +215,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="e.g. http://127.0.0.1:5000")
+    parser.add_argument("--deadline-ms", type=int, default=None, help="rewrite Lambda-Runtime-Deadline-Ms to now + N")
     args = parser.parse_args(argv)
     Handler.upstream = urllib.parse.urlsplit(args.upstream)
+    Handler.deadline_ms = args.deadline_ms
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
     server.serve_forever()

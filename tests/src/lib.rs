@@ -415,6 +415,8 @@ pub struct Lambda {
     watch: Child,
     function: Child,
     log: PathBuf,
+    /// The Runtime API proxy that gives the function a wall-clock deadline.
+    deadline: Option<Child>,
 }
 
 impl Lambda {
@@ -425,7 +427,15 @@ impl Lambda {
     }
 
     pub fn start_binary(binary: &Path, function: &str, env: &[(&str, &str)]) -> Lambda {
-        Self::start_command(binary, &[], function, env)
+        Self::start_command(binary, &[], function, env, None)
+    }
+
+    /// Like [`Lambda::start`], with every invocation's deadline `timeout`
+    /// after it is handed to the function, as Lambda sets it from the
+    /// function's timeout (cargo-lambda sends none: the fault proxy's
+    /// `--deadline-ms` mode stands in front of its Runtime API).
+    pub fn start_with_timeout(function: &str, env: &[(&str, &str)], timeout: Duration) -> Lambda {
+        Self::start_command(&function_binary(function), &[], function, env, Some(timeout))
     }
 
     /// The arm64 release `bootstrap` of `function` (from `cargo lambda build
@@ -433,10 +443,16 @@ impl Lambda {
     pub fn start_arm64(bootstrap: &Path, function: &str, env: &[(&str, &str)]) -> Lambda {
         let bootstrap = bootstrap.to_str().expect("utf-8 path");
         let qemu = Path::new("/usr/bin/qemu-aarch64-static");
-        Self::start_command(qemu, &["-L", "/usr/aarch64-linux-gnu", bootstrap], function, env)
+        Self::start_command(qemu, &["-L", "/usr/aarch64-linux-gnu", bootstrap], function, env, None)
     }
 
-    fn start_command(program: &Path, args: &[&str], function: &str, env: &[(&str, &str)]) -> Lambda {
+    fn start_command(
+        program: &Path,
+        args: &[&str],
+        function: &str,
+        env: &[(&str, &str)],
+        timeout: Option<Duration>,
+    ) -> Lambda {
         let port = free_port();
         let tag = format!("{function}-{}-{port}", std::process::id());
         let port_text = port.to_string();
@@ -447,9 +463,32 @@ impl Lambda {
             &logs_dir().join(format!("{tag}-runtime.log")),
         );
         wait_for_port(port, "cargo lambda watch");
+        let (runtime_port, deadline) = match timeout {
+            None => (port, None),
+            Some(timeout) => {
+                let proxy_port = free_port();
+                let script = workspace_root().join("tests/emulator/fault_proxy.py");
+                let child = spawn_guarded(
+                    &tools_bin().join("python"),
+                    &[
+                        script.to_str().expect("utf-8 path"),
+                        "--port",
+                        &proxy_port.to_string(),
+                        "--upstream",
+                        &format!("http://127.0.0.1:{port}"),
+                        "--deadline-ms",
+                        &timeout.as_millis().to_string(),
+                    ],
+                    &[],
+                    &logs_dir().join(format!("{tag}-deadline.log")),
+                );
+                wait_for_port(proxy_port, "the Runtime API deadline proxy");
+                (proxy_port, Some(child))
+            }
+        };
         let mut envs = moto().env();
         envs.extend([
-            ("AWS_LAMBDA_RUNTIME_API".to_string(), format!("http://127.0.0.1:{port}/.rt")),
+            ("AWS_LAMBDA_RUNTIME_API".to_string(), format!("http://127.0.0.1:{runtime_port}/.rt")),
             ("AWS_LAMBDA_FUNCTION_NAME".into(), function.into()),
             ("AWS_LAMBDA_FUNCTION_VERSION".into(), "1".into()),
             ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), "256".into()),
@@ -458,7 +497,7 @@ impl Lambda {
         envs.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let log = logs_dir().join(format!("{tag}-function.log"));
         let function = spawn_guarded(program, args, &envs, &log);
-        Lambda { port, watch, function, log }
+        Lambda { port, watch, function, log, deadline }
     }
 
     /// Invokes the function with `payload` and waits for its response.
@@ -555,6 +594,9 @@ impl Lambda {
 impl Drop for Lambda {
     fn drop(&mut self) {
         stop(&mut self.function);
+        if let Some(deadline) = &mut self.deadline {
+            stop(deadline);
+        }
         stop(&mut self.watch);
     }
 }

@@ -401,7 +401,7 @@ async fn prune_request(
         Some(p) => (p, "request"),
         None => (&deps.config.policy, "PRUNE_POLICY"),
     };
-    info!(trigger = request.trigger, dry_run, policy_source, "invoked");
+    info!(trigger = request.trigger, dry_run, policy_source, millis_left = deadline.millis_left(), "invoked");
     let cycle = Cycle {
         function: "prune-images",
         id: match &request.batch {
@@ -458,6 +458,7 @@ async fn prune_request(
         }
     }
     let repositories = describe(deps, &request).await?;
+    info!(repositories = repositories.len(), millis_left = deadline.millis_left(), "listed");
     // A scheduled event from another account prunes nothing here.
     if let (Some(origin), Some(first)) = (&origin, repositories.first()) {
         origin.check_account(&first.registry_id, &format!("this registry (repository {})", first.name))?;
@@ -485,6 +486,7 @@ async fn prune_request(
         }
     };
     report.in_use.sources = uses.count_by_source();
+    info!(millis_left = deadline.millis_left(), "in-use set read");
     let run = Run {
         deps,
         policy,
