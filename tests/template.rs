@@ -436,13 +436,26 @@ fn quota_scan_schedule_alarm_and_topic() {
     assert_eq!(params["StorageQuotaBytes"]["Default"], 500000000);
     assert_eq!(params["ImagesPerRepositoryQuota"]["Default"], 100000, "ECR's default today");
     assert_eq!(params["QuotaSchedule"]["Default"], "rate(1 hour)");
+    // The registry's bytes, whole (one invocation) or the sum of a fanned-out
+    // cycle's batch shares over one scan period, against the quota.
     let alarm = &template["Resources"]["RegistryStorageAlarm"]["Properties"];
-    assert_eq!(alarm["MetricName"], "RegistryStorageUtilization");
-    assert_eq!(alarm["Namespace"]["Ref"], "MetricsNamespace");
+    let queries = alarm["Metrics"].as_array().expect("metric math");
+    let stat = |id: &str| {
+        let q = queries.iter().find(|q| q["Id"] == id).unwrap_or_else(|| panic!("no query {id}"));
+        let m = &q["MetricStat"];
+        assert_eq!(m["Metric"]["Namespace"]["Ref"], "MetricsNamespace");
+        assert_eq!(m["Metric"]["Dimensions"], serde_json::json!([{"Name": "Function", "Value": "quota-scan"}]));
+        assert_eq!(m["Period"]["Ref"], "QuotaScanAlarmPeriod");
+        let name = m["Metric"]["MetricName"].as_str().unwrap_or_default().to_string();
+        (name, m["Stat"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(stat("whole"), ("RegistryStorageBytes".to_string(), "Maximum".to_string()));
+    assert_eq!(stat("shares"), ("BatchStorageBytes".to_string(), "Sum".to_string()));
+    let returned = queries.iter().find(|q| q["ReturnData"] == true).expect("one returned");
+    assert_eq!(returned["Expression"]["Fn::Sub"], "100 * (FILL(whole, 0) + FILL(shares, 0)) / ${StorageQuotaBytes}");
     assert_eq!(params["MetricsNamespace"]["Default"], "ECRAutopilot");
     assert_eq!(alarm["Threshold"]["Ref"], "WarnPercent");
     assert_eq!(alarm["ComparisonOperator"], "GreaterThanOrEqualToThreshold");
-    assert_eq!(alarm["Dimensions"], serde_json::json!([{"Name": "Function", "Value": "quota-scan"}]));
     assert_eq!(alarm["AlarmActions"], serde_json::json!([{"Ref": "AlarmTopic"}]));
     // No data (a scan that never ran) is not "under the threshold".
     assert_eq!(alarm["TreatMissingData"], "missing");
@@ -465,9 +478,10 @@ fn quota_scan_schedule_alarm_and_topic() {
     let subscription = &template["Resources"]["AlarmEmailSubscription"];
     assert_eq!(subscription["Condition"], "HasAlarmEmail");
     assert_eq!(subscription["Properties"]["Protocol"], "email");
-    // quota-scan only reads.
+    // quota-scan only reads (and uses its own work queue).
     let actions: Vec<String> = statements_of(&template, "QuotaScanRole")
         .iter()
+        .filter(|s| s["Resource"]["Fn::GetAtt"][0] != "QuotaWorkQueue")
         .flat_map(|s| as_list(&s["Action"]))
         .filter_map(|a| a.as_str().map(String::from))
         .filter(|a| !a.starts_with("logs:") && a != "sqs:SendMessage")
@@ -1035,49 +1049,59 @@ fn pass_role_is_limited_to_pass_role_arns_or_the_documented_default() {
     assert!(readme.contains("`PassRoleArns`") && !readme.contains("PassRoleArnPattern"));
 }
 
-/// prune-images' fan-out (README, "Scale"): the work queue, its event source
-/// mapping (one batch an invocation, failed batches alone redelivered,
-/// bounded concurrency), the dead-letter queue and the alarms on both, the
-/// queue's URL in the function's environment, and a role that can use only
-/// that queue.
+/// The fan-out of prune-images and quota-scan (README, "Scale"): each has a
+/// work queue, an event source mapping on it (one batch an invocation,
+/// failed batches alone redelivered, bounded concurrency), a dead-letter
+/// queue and alarms on both, the queue's URL in its environment, and a role
+/// that can use only that queue.
 #[test]
-fn prune_images_fans_out_over_a_work_queue_with_a_dead_letter_queue_and_alarms() {
+fn prune_images_and_quota_scan_fan_out_over_work_queues_with_dead_letter_queues_and_alarms() {
     let template = translated();
+    for (function, role, queue, dead_letters) in [
+        ("PruneImagesFunction", "PruneImagesRole", "PruneWorkQueue", "PruneWorkDeadLetterQueue"),
+        ("QuotaScanFunction", "QuotaScanRole", "QuotaWorkQueue", "QuotaWorkDeadLetterQueue"),
+    ] {
+        fans_out(&template, function, role, queue, dead_letters);
+    }
+    let params = &template["Parameters"];
+    let batch = &params["FanOutBatchSize"];
+    assert_eq!((batch["Default"].as_u64(), batch["MaxValue"].as_u64()), (Some(200), Some(500)));
+    assert_eq!(params["FanOutConcurrency"]["MinValue"], 2);
+}
+
+fn fans_out(template: &Value, function: &str, role: &str, queue_name: &str, dead_letters: &str) {
     let resources = &template["Resources"];
-    let queue = &resources["PruneWorkQueue"]["Properties"];
-    assert_eq!(resources["PruneWorkQueue"]["Type"], "AWS::SQS::Queue");
-    let timeout = resources["PruneImagesFunction"]["Properties"]["Timeout"].as_u64().expect("timeout");
+    let queue = &resources[queue_name]["Properties"];
+    assert_eq!(resources[queue_name]["Type"], "AWS::SQS::Queue");
+    let timeout = resources[function]["Properties"]["Timeout"].as_u64().expect("timeout");
     let visibility = queue["VisibilityTimeout"].as_u64().expect("visibility timeout");
-    assert!(visibility >= 6 * timeout, "visibility {visibility} s, function timeout {timeout} s: Lambda advises 6×");
-    assert_eq!(queue["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0], "PruneWorkDeadLetterQueue");
+    assert!(
+        visibility >= 6 * timeout,
+        "{queue_name}: visibility {visibility} s, timeout {timeout} s: Lambda advises 6×"
+    );
+    assert_eq!(queue["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0], dead_letters);
     let receives = queue["RedrivePolicy"]["maxReceiveCount"].as_u64().expect("maxReceiveCount");
     assert!((2..=5).contains(&receives), "a failed batch is retried, then parked: {receives}");
     assert_eq!(queue["SqsManagedSseEnabled"], true);
 
-    let mappings = resources_of(&template, "AWS::Lambda::EventSourceMapping");
+    let mappings = resources_of(template, "AWS::Lambda::EventSourceMapping");
     let (_, mapping) = mappings
         .iter()
-        .find(|(_, m)| m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0] == "PruneWorkQueue")
-        .expect("an event source mapping on the work queue");
+        .find(|(_, m)| m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0] == queue_name)
+        .unwrap_or_else(|| panic!("no event source mapping on {queue_name}"));
     let p = &mapping["Properties"];
-    assert_eq!(p["FunctionName"]["Ref"], "PruneImagesFunction");
+    assert_eq!(p["FunctionName"]["Ref"], function);
     assert_eq!(p["BatchSize"], 1, "one batch an invocation");
     assert_eq!(p["FunctionResponseTypes"], serde_json::json!(["ReportBatchItemFailures"]));
     assert_eq!(p["ScalingConfig"]["MaximumConcurrency"]["Ref"], "FanOutConcurrency");
 
-    let variables = &resources["PruneImagesFunction"]["Properties"]["Environment"]["Variables"];
-    assert_eq!(variables["WORK_QUEUE_URL"]["Ref"], "PruneWorkQueue");
+    let variables = &resources[function]["Properties"]["Environment"]["Variables"];
+    assert_eq!(variables["WORK_QUEUE_URL"]["Ref"], queue_name);
     assert_eq!(variables["FANOUT_BATCH_SIZE"]["Ref"], "FanOutBatchSize");
     let margin: u64 = variables["DEADLINE_MARGIN_SECS"].as_str().expect("margin").parse().expect("a number");
     assert!(margin < timeout, "the margin must leave time to work");
-    let params = &template["Parameters"];
-    assert_eq!(
-        (params["FanOutBatchSize"]["Default"].as_u64(), params["FanOutBatchSize"]["MaxValue"].as_u64()),
-        (Some(200), Some(500))
-    );
-    assert_eq!(params["FanOutConcurrency"]["MinValue"], 2);
 
-    let watched: Vec<(String, String)> = alarms(&template)
+    let watched: Vec<(String, String)> = alarms(template)
         .iter()
         .filter(|(_, a)| a["Properties"]["Namespace"] == "AWS/SQS")
         .map(|(_, a)| {
@@ -1086,30 +1110,27 @@ fn prune_images_fans_out_over_a_work_queue_with_a_dead_letter_queue_and_alarms()
             (queue, p["MetricName"].as_str().unwrap_or_default().to_string())
         })
         .collect();
-    for expected in [
-        ("PruneWorkDeadLetterQueue", "ApproximateNumberOfMessagesVisible"),
-        ("PruneWorkQueue", "ApproximateAgeOfOldestMessage"),
-    ] {
+    for expected in
+        [(dead_letters, "ApproximateNumberOfMessagesVisible"), (queue_name, "ApproximateAgeOfOldestMessage")]
+    {
         assert!(
             watched.iter().any(|(q, m)| (q.as_str(), m.as_str()) == expected),
             "no alarm on {expected:?}: {watched:?}"
         );
     }
 
-    let statements = statements_of(&template, "PruneImagesRole");
-    for statement in statements
-        .iter()
-        .filter(|s| as_list(&s["Action"]).iter().any(|a| a.as_str().is_some_and(|a| a.starts_with("sqs:"))))
-    {
+    let statements = statements_of(template, role);
+    let on_sqs = |s: &&Value| as_list(&s["Action"]).iter().any(|a| a.as_str().is_some_and(|a| a.starts_with("sqs:")));
+    for statement in statements.iter().filter(on_sqs) {
         let resource = &statement["Resource"]["Fn::GetAtt"][0];
-        assert!(resource == "PruneWorkQueue" || resource == "FailureQueue", "sqs on {resource}");
+        assert!(resource == queue_name || resource == "FailureQueue", "{role}: sqs on {resource}");
     }
     let work: Vec<Value> = statements
         .iter()
-        .filter(|s| s["Resource"]["Fn::GetAtt"][0] == "PruneWorkQueue")
+        .filter(|s| s["Resource"]["Fn::GetAtt"][0] == queue_name)
         .flat_map(|s| as_list(&s["Action"]))
         .collect();
     for needed in ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"] {
-        assert!(work.iter().any(|a| a == needed), "prune-images lacks {needed} on its work queue");
+        assert!(work.iter().any(|a| a == needed), "{role} lacks {needed} on its work queue");
     }
 }

@@ -182,9 +182,10 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
 
     /// `DEADLINE_MARGIN_SECS`: with less than this left before the
     /// invocation's deadline, nothing new starts ([`crate::deadline`]); 1 to
-    /// 840, default 60.
-    pub fn deadline_margin(&self) -> Result<std::time::Duration, Error> {
-        let secs = self.in_range("DEADLINE_MARGIN_SECS", crate::deadline::DEFAULT_MARGIN_SECS, 1, 840)?;
+    /// 840, default `default_secs` (the function's: a repository, a service
+    /// or a log group takes different time).
+    pub fn deadline_margin(&self, default_secs: u64) -> Result<std::time::Duration, Error> {
+        let secs = self.in_range("DEADLINE_MARGIN_SECS", default_secs, 1, 840)?;
         Ok(std::time::Duration::from_secs(secs))
     }
 

@@ -16,8 +16,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// `DEADLINE_MARGIN_SECS` when unset.
+/// `DEADLINE_MARGIN_SECS` when unset, for prune-images and quota-scan
+/// (their timeout is 300 s; one repository can take tens of seconds).
 pub const DEFAULT_MARGIN_SECS: u64 = 60;
+/// `DEADLINE_MARGIN_SECS` when unset, for deploy-on-push and log-groups
+/// (their timeout is 60 s; a service's rollout or a log group takes seconds).
+pub const SHORT_MARGIN_SECS: u64 = 10;
 
 /// Below this many milliseconds since the epoch a deadline is not a
 /// wall-clock time (see the module documentation).

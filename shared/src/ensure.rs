@@ -9,6 +9,7 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use tracing::{info, warn};
 
+use crate::deadline::Deadline;
 use crate::log_groups::{decide, targets, Decision, Settings, SkipReason, SkippedUse, Target, Usage};
 use crate::model::TaskDefinition;
 use crate::ports::{Created, LogGroupStore};
@@ -24,6 +25,8 @@ pub enum GroupResult {
     AlreadyCompliant,
     Skipped,
     Failed,
+    /// Not started: the invocation's deadline was near.
+    Deferred,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -106,8 +109,23 @@ pub async fn ensure_log_groups(
     settings: &Settings,
     concurrency: usize,
 ) -> Vec<GroupOutcome> {
+    ensure_log_groups_until(store, targets, settings, concurrency, Deadline::none()).await
+}
+
+/// [`ensure_log_groups`], starting no group once the deadline is near: such
+/// a group is [`GroupResult::Deferred`], never half made.
+pub async fn ensure_log_groups_until(
+    store: &dyn LogGroupStore,
+    targets: Vec<Target>,
+    settings: &Settings,
+    concurrency: usize,
+    deadline: Deadline,
+) -> Vec<GroupOutcome> {
     let mut outcomes: Vec<GroupOutcome> = stream::iter(targets)
         .map(|target| async move {
+            if deadline.expiring() {
+                return GroupOutcome::of(&target, GroupResult::Deferred);
+            }
             match ensure_one(store, &target, settings).await {
                 Ok(outcome) => outcome,
                 Err(error) => {

@@ -16,9 +16,15 @@
 //! and sends the ones it did not start as a batch of their own
 //! (`deferred: true`), so the cycle still covers every repository.
 
+use std::future::Future;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tracing::{error, info, warn};
 
+use crate::deadline::Deadline;
+use crate::ports::WorkQueue;
+use crate::telemetry::{Metrics, Unit};
 use crate::Error;
 
 /// `FANOUT_BATCH_SIZE` when unset: repositories per batch, and the most a
@@ -211,6 +217,122 @@ pub fn queue_arn(queue_url: &str, region: &str) -> Option<String> {
     let ok =
         account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty() && !name.contains('/');
     ok.then(|| format!("arn:aws:sqs:{region}:{account}:{name}"))
+}
+
+/// A cycle too large for one run, sent to the work queue in batches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FanOut {
+    pub cycle: String,
+    pub repositories: usize,
+    pub batches: usize,
+    pub batch_size: usize,
+}
+
+/// Sends `names` to `queue` as the batches of `cycle`.
+pub async fn fan_out(queue: &dyn WorkQueue, cycle: &Cycle, names: &[String], size: usize) -> Result<FanOut, Error> {
+    let batches = cycle.split(names, size);
+    let bodies: Vec<String> = batches.iter().map(Batch::body).collect();
+    queue.send(&bodies).await?;
+    info!(cycle = %cycle.id, repositories = names.len(), batches = batches.len(), "fanned out");
+    Ok(FanOut { cycle: cycle.id.clone(), repositories: names.len(), batches: batches.len(), batch_size: size })
+}
+
+/// What a run did not start before its deadline.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deferred {
+    pub repositories: usize,
+    /// Sent to the work queue as batches of their own (`deferred: true`);
+    /// without a queue they wait for the next run.
+    pub handed_off: bool,
+    /// The first few, by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub first: Vec<String>,
+    /// Milliseconds left when the run stopped starting repositories.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub millis_left: Option<u64>,
+}
+
+/// The repositories a run did not start (`names`), sent on as batches of
+/// their own when there is a queue. `None` when there are none; the send's
+/// error is returned beside the record, so the report is written either way.
+pub async fn hand_off(
+    queue: Option<&dyn WorkQueue>,
+    cycle: &Cycle,
+    names: &[String],
+    size: usize,
+    deadline: Deadline,
+) -> (Option<Deferred>, Result<(), Error>) {
+    if names.is_empty() {
+        return (None, Ok(()));
+    }
+    let sent = match queue {
+        Some(queue) => {
+            let bodies: Vec<String> = cycle.deferred(names, size).iter().map(Batch::body).collect();
+            queue.send(&bodies).await.map(|()| true).map_err(Error::from)
+        }
+        None => Ok(false),
+    };
+    let deferred = Deferred {
+        repositories: names.len(),
+        handed_off: matches!(sent, Ok(true)),
+        first: names.iter().take(10).cloned().collect(),
+        millis_left: deadline.millis_left(),
+    };
+    warn!(deferred = names.len(), handed_off = deferred.handed_off, "deadline near: repositories deferred");
+    (Some(deferred), sent.map(|_| ()))
+}
+
+/// Work-queue messages, one batch each, in order, each handed to `run`. A
+/// message that fails, or that was not started because the deadline was
+/// near, is answered as a batch item failure: SQS hands it back after the
+/// visibility timeout, and after `maxReceiveCount` deliveries moves it to
+/// the dead-letter queue. A message that is not a batch of ours fails the
+/// same way (it ends in the dead-letter queue, kept for a look) and is
+/// counted in `EventsRejected`. An event that is not from `queue_arn` is
+/// refused whole.
+pub async fn consume<F, Fut>(
+    function: &'static str,
+    metrics_namespace: &str,
+    queue_arn: Option<&str>,
+    payload: &Value,
+    deadline: Deadline,
+    run: F,
+) -> Result<BatchResponse, Error>
+where
+    F: Fn(Batch) -> Fut,
+    Fut: Future<Output = Result<(), Error>>,
+{
+    let mut response = BatchResponse::default();
+    for record in records(payload, queue_arn)? {
+        let failed = ItemFailure { item_identifier: record.message_id.clone() };
+        let batch = match Batch::parse(function, &record.body) {
+            Ok(batch) => batch,
+            Err(e) => {
+                error!(message_id = %record.message_id, receive_count = record.receive_count, error = %e,
+                       "work-queue message rejected: it goes to the dead-letter queue after its retries");
+                Metrics::new(metrics_namespace)
+                    .dimension("Function", function)
+                    .put("EventsRejected", 1.0, Unit::Count)
+                    .emit();
+                response.batch_item_failures.push(failed);
+                continue;
+            }
+        };
+        if deadline.expiring() {
+            warn!(message_id = %record.message_id, "deadline near: batch not started, it comes back");
+            response.batch_item_failures.push(failed);
+            continue;
+        }
+        let of = batch.of();
+        info!(message_id = %record.message_id, receive_count = record.receive_count, batch = ?of, "batch");
+        if let Err(e) = run(batch).await {
+            error!(message_id = %record.message_id, batch = ?of, error = %e, "batch failed: it comes back on its own");
+            response.batch_item_failures.push(failed);
+        }
+    }
+    Ok(response)
 }
 
 /// The answer to an SQS event: the messages that failed and must come back.

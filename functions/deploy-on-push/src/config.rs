@@ -11,6 +11,8 @@ pub struct Config {
     pub dry_run: bool,
     /// `SWEEP_CONCURRENCY`: AWS calls in flight during discovery.
     pub concurrency: usize,
+    /// `DEADLINE_MARGIN_SECS`: with less left before the deadline, nothing new starts.
+    pub deadline_margin: std::time::Duration,
     /// `LOG_RETENTION_DAYS`: retention for log groups a new revision needs.
     pub retention_days: i32,
     /// `LOG_KMS_KEY_ARN`: encrypts those log groups.
@@ -36,6 +38,7 @@ impl Config {
             clusters: vars.clusters()?,
             dry_run: vars.bool("DRY_RUN", false)?,
             concurrency: vars.sweep_concurrency()?,
+            deadline_margin: vars.deadline_margin(autopilot::deadline::SHORT_MARGIN_SECS)?,
             retention_days: vars.log_retention_days()?,
             kms_key_arn: vars.arn("LOG_KMS_KEY_ARN", "kms")?,
             metrics_namespace: vars.metrics_namespace(),

@@ -17,6 +17,7 @@ use tracing::{info, instrument, warn};
 
 use autopilot::aws::ecs::same_task_definition;
 use autopilot::aws::ApiCalls;
+use autopilot::deadline::Deadline;
 use autopilot::deploy::{
     plan_service, ContainerChange, Decision, ImageFacts, OptIn, Push, ServicePlan, SkipClass, TAG_SOURCE_DIGEST,
     TAG_SOURCE_REVISION, TAG_SOURCE_TAG,
@@ -117,6 +118,12 @@ pub struct Report {
     /// How a rollout ended, for an `ECS Deployment State Change` event.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutReport>,
+    /// Services (`cluster/service`) not started because the invocation's
+    /// deadline was near (`DEADLINE_MARGIN_SECS`): the invocation fails,
+    /// retryable, and Lambda's retry of the push rolls them out (the ones
+    /// done are then on the digest already).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deferred: Vec<String>,
     pub api_calls: BTreeMap<String, u64>,
 }
 
@@ -165,6 +172,7 @@ impl Report {
             services: Vec::new(),
             unrelated_services: 0,
             rollout: None,
+            deferred: Vec::new(),
             api_calls: BTreeMap::new(),
         }
     }
@@ -173,13 +181,17 @@ impl Report {
 /// The invocation as Lambda sees it: [`handle`], with a malformed or
 /// unexpected EventBridge event rejected ([`autopilot::invocation`]) rather
 /// than failed and retried. A manual preview still gets its error.
-pub async fn invoke(deps: &Deps, payload: Value) -> Result<Response<Report>, Error> {
+pub async fn invoke(deps: &Deps, payload: Value, deadline: Deadline) -> Result<Response<Report>, Error> {
     let envelope = Envelope::of(&payload);
-    settle("deploy-on-push", &deps.config.metrics_namespace, envelope, handle(deps, payload).await)
+    settle("deploy-on-push", &deps.config.metrics_namespace, envelope, handle_until(deps, payload, deadline).await)
+}
+
+pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
+    handle_until(deps, payload, Deadline::none()).await
 }
 
 #[instrument(skip_all)]
-pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
+pub async fn handle_until(deps: &Deps, payload: Value, deadline: Deadline) -> Result<Report, Error> {
     let calls_before = deps.api_calls.snapshot();
     let input = Input::parse(payload)?;
     let mut report = match input {
@@ -202,7 +214,7 @@ pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
                     report.reason_class = Some(SkipClass::Artifact);
                     report
                 }
-                None => roll_out(deps, report, &push, dry_run).await?,
+                None => roll_out(deps, report, &push, dry_run, deadline).await?,
             }
         }
         Input::Rollout(event) => {
@@ -226,7 +238,7 @@ pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
                 event_id: "manual".into(),
             };
             let report = Report::new("manual", None, dry_run);
-            roll_out(deps, report, &push, dry_run).await?
+            roll_out(deps, report, &push, dry_run, deadline).await?
         }
     };
     report.api_calls = deps.api_calls.since(&calls_before);
@@ -253,7 +265,13 @@ pub fn not_an_image(artifact_media_type: Option<&str>, manifest_media_type: Opti
     Some(format!("not a container image: the push is {}", media::describe(artifact)))
 }
 
-async fn roll_out(deps: &Deps, mut report: Report, push: &Push, dry_run: bool) -> Result<Report, Error> {
+async fn roll_out(
+    deps: &Deps,
+    mut report: Report,
+    push: &Push,
+    dry_run: bool,
+    deadline: Deadline,
+) -> Result<Report, Error> {
     report.repository = Some(push.repository.clone());
     report.tag = Some(push.tag.clone());
     report.digest = Some(push.digest.clone());
@@ -309,6 +327,11 @@ async fn roll_out(deps: &Deps, mut report: Report, push: &Push, dry_run: bool) -
             report.unrelated_services += 1;
             continue;
         };
+        // Never a service half rolled: the check is before it starts.
+        if deadline.expiring() {
+            report.deferred.push(format!("{}/{}", service.cluster_name(), service.name));
+            continue;
+        }
         report.services.push(apply(deps, push, service, td, plan).await);
     }
     Ok(report)
@@ -691,6 +714,16 @@ fn rollout_metrics(report: &Report, outcome: Outcome, namespace: &str) -> Metric
 /// failure queue gets it); the full report is logged first.
 fn finish(report: Report) -> Result<Report, Error> {
     let failed: Vec<&ServiceReport> = report.services.iter().filter(|s| s.status == Status::Failed).collect();
+    if failed.is_empty() && !report.deferred.is_empty() {
+        warn!(report = %serde_json::to_string(&report).unwrap_or_default(), deferred = report.deferred.len(),
+              "deadline near: services deferred to the retry");
+        return Err(Error::Partial {
+            failed: report.deferred.len(),
+            total: report.services.len() + report.deferred.len(),
+            first: format!("{}: not started, the invocation's deadline was near", report.deferred[0]),
+            retryable: true,
+        });
+    }
     let Some(first) = failed.first() else {
         info!(report = %serde_json::to_string(&report).unwrap_or_default(), "done");
         return Ok(report);
@@ -1029,6 +1062,18 @@ mod tests {
         let error = handle(&d, push("latest", "e-url")).await.expect_err("refused URL");
         assert!(error.to_string().contains("refused blob URL"), "{error}");
         assert!(!error.is_retryable(), "a URL we refuse will be refused again");
+    }
+
+    #[tokio::test]
+    async fn near_the_deadline_no_service_starts_and_the_push_is_retried() {
+        let d = deps(FakeEcs::default(), FakeLogs::default());
+        let deadline = Deadline::in_(std::time::Duration::from_secs(5), std::time::Duration::from_secs(10));
+        let error = handle_until(&d, push("latest", "e1"), deadline).await.expect_err("deferred");
+        assert!(error.is_retryable(), "{error}");
+        assert!(error.to_string().contains("not started, the invocation's deadline was near"), "{error}");
+        // The retry, with time, rolls the service out.
+        let retried = handle(&d, push("latest", "e1")).await.expect("rolled out");
+        assert_eq!(retried.services[0].status, Status::Updated);
     }
 
     #[tokio::test]

@@ -1,4 +1,5 @@
 use autopilot::aws::{cold_start, ecr::EcrAdapter, ecs::EcsAdapter, logs::LogsAdapter, sns::SnsNotifier};
+use autopilot::deadline::Deadline;
 use autopilot::payload::Payload;
 use autopilot::ports::Notifier;
 use deploy_on_push::{invoke, Config, Deps};
@@ -21,5 +22,9 @@ async fn main() -> Result<(), Error> {
         region: start.region,
         api_calls: start.api_calls,
     };
-    run(service_fn(|event: LambdaEvent<Payload>| invoke(&deps, event.payload.into_value()))).await
+    run(service_fn(|event: LambdaEvent<Payload>| {
+        let deadline = Deadline::from_epoch_ms(event.context.deadline, deps.config.deadline_margin);
+        invoke(&deps, event.payload.into_value(), deadline)
+    }))
+    .await
 }

@@ -16,6 +16,8 @@ pub struct Config {
     pub dry_run: bool,
     /// `SWEEP_CONCURRENCY`: AWS calls in flight at once during a sweep.
     pub concurrency: usize,
+    /// `DEADLINE_MARGIN_SECS`: with less left before the deadline, nothing new starts.
+    pub deadline_margin: std::time::Duration,
     /// `METRICS_NAMESPACE`: the CloudWatch namespace of our EMF metrics.
     pub metrics_namespace: String,
 }
@@ -36,6 +38,7 @@ impl Config {
             clusters: vars.clusters()?,
             dry_run: vars.bool("DRY_RUN", false)?,
             concurrency: vars.sweep_concurrency()?,
+            deadline_margin: vars.deadline_margin(autopilot::deadline::SHORT_MARGIN_SECS)?,
             metrics_namespace: vars.metrics_namespace(),
         })
     }

@@ -15,8 +15,9 @@ use serde_json::Value;
 use tracing::{info, instrument, warn};
 
 use autopilot::aws::ApiCalls;
+use autopilot::deadline::Deadline;
 use autopilot::discover::{self, not_found_as};
-use autopilot::ensure::{ensure_log_groups, GroupOutcome, GroupResult};
+use autopilot::ensure::{ensure_log_groups_until, GroupOutcome, GroupResult};
 use autopilot::log_groups::{targets, Settings, Usage};
 use autopilot::model::{cluster_name, TaskDefinition};
 use autopilot::origin::{account_of_arn, Origin};
@@ -54,6 +55,9 @@ pub struct Report {
     pub already_compliant: Vec<String>,
     pub skipped: Vec<Skipped>,
     pub failed: Vec<Failed>,
+    /// Groups not started: the invocation's deadline was near.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deferred: Vec<String>,
     pub groups: Vec<GroupOutcome>,
     /// AWS calls this invocation made, per operation (pages and retries count).
     pub api_calls: BTreeMap<String, u64>,
@@ -76,13 +80,25 @@ pub struct Failed {
 /// The invocation as Lambda sees it: [`handle`], with a malformed or
 /// unexpected EventBridge event rejected ([`autopilot::invocation`]) rather
 /// than failed and retried. A manual request still gets its error.
-pub async fn invoke(deps: &Deps, payload: Value) -> Result<autopilot::invocation::Response<Report>, Error> {
+pub async fn invoke(
+    deps: &Deps,
+    payload: Value,
+    deadline: Deadline,
+) -> Result<autopilot::invocation::Response<Report>, Error> {
     let envelope = autopilot::invocation::Envelope::of(&payload);
-    autopilot::invocation::settle("log-groups", &deps.config.metrics_namespace, envelope, handle(deps, payload).await)
+    let result = handle_until(deps, payload, deadline).await;
+    autopilot::invocation::settle("log-groups", &deps.config.metrics_namespace, envelope, result)
 }
 
-#[instrument(skip_all)]
 pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
+    handle_until(deps, payload, Deadline::none()).await
+}
+
+/// A group not started because the deadline was near is `deferred`, and the
+/// run fails retryable after its report: Lambda's retry (or the next sweep)
+/// makes it, and finds the ones made already compliant.
+#[instrument(skip_all)]
+pub async fn handle_until(deps: &Deps, payload: Value, deadline: Deadline) -> Result<Report, Error> {
     let origin = Origin::of(&payload);
     let trigger = Trigger::parse(payload)?;
     if let Some(origin) = &origin {
@@ -118,7 +134,7 @@ pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
         dry_run,
     };
     let mut groups: Vec<GroupOutcome> = skipped.iter().map(GroupOutcome::skipped_use).collect();
-    groups.extend(ensure_log_groups(&*deps.logs, targets, &settings, deps.config.concurrency).await);
+    groups.extend(ensure_log_groups_until(&*deps.logs, targets, &settings, deps.config.concurrency, deadline).await);
 
     let task_definitions: BTreeSet<String> = in_use.iter().map(|(td, _)| td.arn.clone()).collect();
     let mut report = Report::new(&trigger, &settings, note, task_definitions.into_iter().collect(), groups);
@@ -249,6 +265,11 @@ impl Report {
                 .filter(|g| g.result == GroupResult::Failed)
                 .map(|g| Failed { log_group: g.log_group.clone(), error: g.error.clone().unwrap_or_default() })
                 .collect(),
+            deferred: groups
+                .iter()
+                .filter(|g| g.result == GroupResult::Deferred)
+                .map(|g| g.log_group.clone())
+                .collect(),
             groups,
             api_calls: BTreeMap::new(),
         }
@@ -262,6 +283,7 @@ impl Report {
             .put("LogGroupsCompliant", self.already_compliant.len() as f64, Unit::Count)
             .put("LogGroupsSkipped", self.skipped.len() as f64, Unit::Count)
             .put("LogGroupsFailed", self.failed.len() as f64, Unit::Count)
+            .put("LogGroupsDeferred", self.deferred.len() as f64, Unit::Count)
             .put("ApiCalls", self.api_calls.values().sum::<u64>() as f64, Unit::Count)
             .property("trigger", Value::String(self.trigger.clone()));
         metrics
@@ -270,6 +292,16 @@ impl Report {
     /// A run with failed groups is an error, so Lambda retries it and the
     /// on-failure destination gets it; the full report is logged first.
     fn into_result(self) -> Result<Report, Error> {
+        if self.failed.is_empty() && !self.deferred.is_empty() {
+            warn!(report = %serde_json::to_string(&self).unwrap_or_default(), deferred = self.deferred.len(),
+                  "deadline near: log groups deferred to the retry");
+            return Err(Error::Partial {
+                failed: self.deferred.len(),
+                total: self.groups.len(),
+                first: format!("{}: not started, the invocation's deadline was near", self.deferred[0]),
+                retryable: true,
+            });
+        }
         let Some(first) = self.failed.first() else {
             info!(report = %serde_json::to_string(&self).unwrap_or_default(), "done");
             return Ok(self);
@@ -361,6 +393,17 @@ mod tests {
         let mut d = json!({"eventSource": "ecs.amazonaws.com", "eventName": event_name});
         d.as_object_mut().expect("object").extend(detail.as_object().expect("object").clone());
         json!({"source": "aws.ecs", "detail-type": "AWS API Call via CloudTrail", "detail": d})
+    }
+
+    #[tokio::test]
+    async fn near_the_deadline_no_group_is_started_and_the_run_is_retried() {
+        let d = deps(FakeLogs::default(), config(&[]));
+        let deadline = Deadline::in_(std::time::Duration::ZERO, std::time::Duration::from_secs(10));
+        let sweep = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+        let error = handle_until(&d, sweep.clone(), deadline).await.expect_err("deferred");
+        assert!(error.is_retryable() && error.to_string().contains("deadline was near"), "{error}");
+        let report = handle(&d, sweep).await.expect("the retry makes them");
+        assert_eq!(report.created, ["/ecs/posts", "/ecs/users", "/ecs/users-envoy"], "none was made before");
     }
 
     #[tokio::test]

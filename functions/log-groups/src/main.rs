@@ -1,4 +1,5 @@
 use autopilot::aws::{cold_start, ecs::EcsAdapter, logs::LogsAdapter};
+use autopilot::deadline::Deadline;
 use autopilot::payload::Payload;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use log_groups::{invoke, Config, Deps};
@@ -14,5 +15,9 @@ async fn main() -> Result<(), Error> {
         region: start.region,
         api_calls: start.api_calls,
     };
-    run(service_fn(|event: LambdaEvent<Payload>| invoke(&deps, event.payload.into_value()))).await
+    run(service_fn(|event: LambdaEvent<Payload>| {
+        let deadline = Deadline::from_epoch_ms(event.context.deadline, deps.config.deadline_margin);
+        invoke(&deps, event.payload.into_value(), deadline)
+    }))
+    .await
 }

@@ -91,7 +91,7 @@ impl Config {
             protect_regions: vars.protect_regions()?,
             work_queue_url: vars.work_queue_url()?,
             batch_size: vars.fanout_batch_size()?,
-            deadline_margin: vars.deadline_margin()?,
+            deadline_margin: vars.deadline_margin(autopilot::deadline::DEFAULT_MARGIN_SECS)?,
         })
     }
 }

@@ -26,7 +26,7 @@ use tracing::{error, info, instrument, warn};
 
 use autopilot::aws::ApiCalls;
 use autopilot::deadline::Deadline;
-use autopilot::fanout::{self, Batch, BatchOf, BatchResponse, Cycle, ItemFailure};
+use autopilot::fanout::{self, BatchOf, BatchResponse, Cycle, Deferred, FanOut};
 use autopilot::in_use::fresh::Fresh;
 use autopilot::in_use::{InUse, InUseReader, SourceFailureReport};
 use autopilot::invocation::{settle, Envelope, Response};
@@ -103,32 +103,6 @@ pub struct RepositoryReport {
     pub deferred: bool,
     #[serde(skip)]
     retryable: bool,
-}
-
-/// A cycle too large for one run, sent to the work queue in batches.
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FanOut {
-    pub cycle: String,
-    pub repositories: usize,
-    pub batches: usize,
-    pub batch_size: usize,
-}
-
-/// What a run did not start before its deadline.
-#[derive(Clone, Debug, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Deferred {
-    pub repositories: usize,
-    /// Sent to the work queue as batches of their own (`deferred: true`);
-    /// without a queue they wait for the next run.
-    pub handed_off: bool,
-    /// The first few, by name.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub first: Vec<String>,
-    /// Milliseconds left when the run stopped starting repositories.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub millis_left: Option<u64>,
 }
 
 /// What the "in use" read found, for the report.
@@ -312,44 +286,16 @@ pub async fn invoke(deps: &Deps, payload: Value, deadline: Deadline) -> Result<A
     settle("prune-images", &deps.config.metrics_namespace, envelope, result).map(|r| Answer::Run(Box::new(r)))
 }
 
-/// Work-queue messages, one batch each, in order. A message that fails, or
-/// that was not started because the deadline was near, is answered as a
-/// batch item failure: SQS hands it back after the visibility timeout, and
-/// after `maxReceiveCount` deliveries moves it to the dead-letter queue. A
-/// message that is not a batch of ours fails the same way (it ends in the
-/// dead-letter queue, kept for a look) and is counted in `EventsRejected`.
+/// Work-queue messages ([`fanout::consume`]): each batch pruned like a
+/// run of its own, failing when [`handle`] would.
 pub async fn consume(deps: &Deps, payload: &Value, deadline: Deadline) -> Result<BatchResponse, Error> {
     let queue_arn = deps.config.work_queue_url.as_deref().and_then(|url| fanout::queue_arn(url, &deps.region));
-    let records = fanout::records(payload, queue_arn.as_deref())?;
-    let mut response = BatchResponse::default();
-    for record in records {
-        let failed = ItemFailure { item_identifier: record.message_id.clone() };
-        let request = match Batch::parse("prune-images", &record.body).and_then(Request::of_batch) {
-            Ok(request) => request,
-            Err(e) => {
-                error!(message_id = %record.message_id, receive_count = record.receive_count, error = %e,
-                       "work-queue message rejected: it goes to the dead-letter queue after its retries");
-                Metrics::new(&deps.config.metrics_namespace)
-                    .dimension("Function", "prune-images")
-                    .put("EventsRejected", 1.0, Unit::Count)
-                    .emit();
-                response.batch_item_failures.push(failed);
-                continue;
-            }
-        };
-        if deadline.expiring() {
-            warn!(message_id = %record.message_id, "deadline near: batch not started, it comes back");
-            response.batch_item_failures.push(failed);
-            continue;
-        }
-        let of = request.batch.clone();
-        info!(message_id = %record.message_id, receive_count = record.receive_count, batch = ?of, "batch");
-        if let Err(e) = prune_request(deps, request, None, deadline).await.and_then(finish) {
-            error!(message_id = %record.message_id, batch = ?of, error = %e, "batch failed: it comes back on its own");
-            response.batch_item_failures.push(failed);
-        }
-    }
-    Ok(response)
+    let namespace = &deps.config.metrics_namespace;
+    fanout::consume("prune-images", namespace, queue_arn.as_deref(), payload, deadline, |batch| async move {
+        let request = Request::of_batch(batch)?;
+        prune_request(deps, request, None, deadline).await.and_then(finish).map(|_| ())
+    })
+    .await
 }
 
 /// What every repository of one run shares.
@@ -442,16 +388,7 @@ async fn prune_request(
         }
         if names.len() > deps.config.batch_size {
             let names: Vec<String> = names.into_iter().map(|r| r.name).collect();
-            let batches = cycle.split(&names, deps.config.batch_size);
-            let bodies: Vec<String> = batches.iter().map(Batch::body).collect();
-            queue.send(&bodies).await?;
-            info!(cycle = %cycle.id, repositories = names.len(), batches = batches.len(), "fanned out");
-            report.fan_out = Some(FanOut {
-                cycle: cycle.id.clone(),
-                repositories: names.len(),
-                batches: batches.len(),
-                batch_size: deps.config.batch_size,
-            });
+            report.fan_out = Some(fanout::fan_out(&**queue, &cycle, &names, deps.config.batch_size).await?);
             report.api_calls = deps.api_calls.since(&calls_before);
             emit(&report, &deps.config);
             return Ok(report);
@@ -544,30 +481,13 @@ async fn describe(deps: &Deps, request: &Request) -> Result<Vec<Repository>, Err
     }
 }
 
-/// The repositories this run did not start, recorded, and sent on as
-/// batches of their own when there is a work queue.
+/// The repositories this run did not start ([`fanout::hand_off`]).
 async fn hand_off(deps: &Deps, cycle: &Cycle, report: &mut Report, deadline: Deadline) -> Result<(), Error> {
     let names: Vec<String> = report.repositories.iter().filter(|r| r.deferred).map(|r| r.repository.clone()).collect();
-    if names.is_empty() {
-        return Ok(());
-    }
-    let mut deferred = Deferred {
-        repositories: names.len(),
-        handed_off: false,
-        first: names.iter().take(10).cloned().collect(),
-        millis_left: deadline.millis_left(),
-    };
-    let sent = match &deps.queue {
-        Some(queue) => {
-            let bodies: Vec<String> = cycle.deferred(&names, deps.config.batch_size).iter().map(Batch::body).collect();
-            queue.send(&bodies).await.map(|()| true)
-        }
-        None => Ok(false),
-    };
-    deferred.handed_off = matches!(sent, Ok(true));
-    warn!(deferred = names.len(), handed_off = deferred.handed_off, "deadline near: repositories deferred");
-    report.deferred = Some(deferred);
-    sent.map(|_| ()).map_err(Error::from)
+    let (deferred, sent) =
+        fanout::hand_off(deps.queue.as_deref(), cycle, &names, deps.config.batch_size, deadline).await;
+    report.deferred = deferred;
+    sent
 }
 
 fn emit(report: &Report, config: &Config) {
@@ -853,6 +773,7 @@ fn finish(report: Report) -> Result<Report, Error> {
 mod tests {
     use super::*;
     use autopilot::fakes::{FakeQueue, FakeRegistries, FakeRegistry, ScriptedInUse};
+    use autopilot::fanout::{Batch, ItemFailure};
     use autopilot::in_use::{Source, SourceFailure, User};
     use autopilot::prune::RepoImage;
     use autopilot::AwsError;

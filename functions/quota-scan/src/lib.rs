@@ -27,9 +27,11 @@ use tracing::{error, info, instrument, warn};
 use autopilot::audit::NativePolicy;
 use autopilot::audit::{self, AuditInput, RepositoryAudit};
 use autopilot::aws::ApiCalls;
+use autopilot::deadline::Deadline;
+use autopilot::fanout::{self, BatchOf, BatchResponse, Cycle, Deferred, FanOut};
 use autopilot::in_use::{InUse, InUseReader, SourceFailureReport};
 use autopilot::invocation::{is_eventbridge, settle, Envelope, Response};
-use autopilot::ports::{Registry, Repository, RepositoryPolicies};
+use autopilot::ports::{Registry, Repository, RepositoryPolicies, WorkQueue};
 use autopilot::prune::{RepoImage, TAG_PRUNE};
 use autopilot::quota::{self, Status};
 use autopilot::report::{bounded_line, first_few, DETAIL_LINE_MAX_BYTES};
@@ -47,6 +49,8 @@ pub struct Deps {
     pub ecr: Box<dyn Registry>,
     /// Native lifecycle policies and repository tags, for the audit.
     pub policies: Box<dyn RepositoryPolicies>,
+    /// The work queue (`WORK_QUEUE_URL`), when there is one.
+    pub queue: Option<Box<dyn WorkQueue>>,
     pub api_calls: ApiCalls,
 }
 
@@ -117,6 +121,16 @@ pub struct Report {
     pub trigger: &'static str,
     /// A preview: no metrics were published.
     pub dry_run: bool,
+    /// The work-queue batch this run scanned: `registry` then holds this
+    /// batch's share, and the registry's figures are the sum over the
+    /// cycle's batches (`BatchStorageBytes`, README "Scale").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchOf>,
+    /// The cycle was sent to the work queue; this run scanned nothing itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<FanOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<Deferred>,
     pub warn_percent: u32,
     pub images_per_repository_quota: u64,
     pub registry: RegistryUsage,
@@ -139,6 +153,12 @@ pub struct Summary {
     pub function: &'static str,
     pub trigger: &'static str,
     pub dry_run: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchOf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<FanOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<Deferred>,
     pub warn_percent: u32,
     pub images_per_repository_quota: u64,
     pub registry: RegistryUsage,
@@ -177,6 +197,9 @@ impl Report {
             function: self.function,
             trigger: self.trigger,
             dry_run: self.dry_run,
+            batch: self.batch.clone(),
+            fan_out: self.fan_out.clone(),
+            deferred: self.deferred.clone(),
             warn_percent: self.warn_percent,
             images_per_repository_quota: self.images_per_repository_quota,
             registry: self.registry.clone(),
@@ -197,13 +220,45 @@ impl Report {
     }
 }
 
-/// The invocation as Lambda sees it: [`handle`], answered with the
-/// [`Summary`]; an EventBridge event that is not the schedule is rejected
-/// ([`autopilot::invocation`]) rather than failed and retried.
-pub async fn invoke(deps: &Deps, payload: Value) -> Result<Response<Summary>, Error> {
+/// What an invocation answers: a run's [`Summary`] (or the rejection of an
+/// unusable EventBridge event), or for work-queue messages, the ones that
+/// failed.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    Run(Box<Response<Summary>>),
+    Batches(BatchResponse),
+}
+
+/// The invocation as Lambda sees it: work-queue messages ([`consume`]), or
+/// [`handle`] answered with the [`Summary`]; an EventBridge event that is
+/// not the schedule is rejected ([`autopilot::invocation`]) rather than
+/// failed and retried.
+pub async fn invoke(deps: &Deps, payload: Value, deadline: Deadline) -> Result<Answer, Error> {
+    if fanout::is_sqs_event(&payload) {
+        return consume(deps, &payload, deadline).await.map(Answer::Batches);
+    }
     let envelope = Envelope::of(&payload);
-    let result = handle(deps, payload).await.map(|report| report.summary());
-    settle("quota-scan", &deps.config.metrics_namespace, envelope, result)
+    let result = handle_until(deps, payload, deadline).await.map(|report| report.summary());
+    settle("quota-scan", &deps.config.metrics_namespace, envelope, result).map(|r| Answer::Run(Box::new(r)))
+}
+
+/// Work-queue messages ([`fanout::consume`]): each batch scanned like a run
+/// of its own.
+pub async fn consume(deps: &Deps, payload: &Value, deadline: Deadline) -> Result<BatchResponse, Error> {
+    let queue_arn = deps.config.work_queue_url.as_deref().and_then(|url| fanout::queue_arn(url, &deps.region));
+    let namespace = &deps.config.metrics_namespace;
+    fanout::consume("quota-scan", namespace, queue_arn.as_deref(), payload, deadline, |batch| async move {
+        let request = Request {
+            trigger: "batch",
+            dry_run: batch.dry_run,
+            event_id: None,
+            batch: Some(batch.of()),
+            repositories: batch.repositories,
+        };
+        scan_request(deps, request, deadline).await.map(|_| ())
+    })
+    .await
 }
 
 #[derive(Deserialize, Default)]
@@ -215,10 +270,20 @@ struct Manual {
     dry_run: Option<bool>,
 }
 
-/// `(trigger, repositories, dry run)` from the schedule's event or a manual
-/// request; a manual request is a preview (no metrics) unless it says
-/// `"dryRun": false`.
-fn parse(payload: Value) -> Result<(&'static str, Vec<String>, bool), Error> {
+/// A run: the schedule's, a manual one, or a work-queue batch.
+#[derive(Debug)]
+struct Request {
+    trigger: &'static str,
+    repositories: Vec<String>,
+    dry_run: bool,
+    /// The scheduled event's id: the cycle's id.
+    event_id: Option<String>,
+    batch: Option<BatchOf>,
+}
+
+/// The schedule's event or a manual request; a manual request is a preview
+/// (no metrics) unless it says `"dryRun": false`.
+fn parse(payload: Value) -> Result<Request, Error> {
     let Value::Object(_) = &payload else {
         return Err(Error::malformed("expected a JSON object (the schedule's event or a manual request)"));
     };
@@ -230,7 +295,8 @@ fn parse(payload: Value) -> Result<(&'static str, Vec<String>, bool), Error> {
                 "source {source:?} with detail-type {detail_type:?}; quota-scan runs on its schedule or a manual request"
             )));
         }
-        return Ok(("schedule", Vec::new(), false));
+        let event_id = payload.get("id").and_then(Value::as_str).map(String::from);
+        return Ok(Request { trigger: "schedule", repositories: Vec::new(), dry_run: false, event_id, batch: None });
     }
     let manual: Manual = serde_json::from_value(payload)
         .map_err(|e| Error::malformed(format!("manual request: {e} (fields: repositories, dryRun)")))?;
@@ -239,21 +305,65 @@ fn parse(payload: Value) -> Result<(&'static str, Vec<String>, bool), Error> {
         return Err(Error::malformed("manual request: repositories holds an empty name"));
     }
     // The one rule for manual payloads: a preview unless `"dryRun": false`.
-    Ok(("manual", repositories, manual.dry_run != Some(false)))
+    let dry_run = manual.dry_run != Some(false);
+    Ok(Request { trigger: "manual", repositories, dry_run, event_id: None, batch: None })
+}
+
+pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
+    handle_until(deps, payload, Deadline::none()).await
 }
 
 #[instrument(skip_all)]
-pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
+pub async fn handle_until(deps: &Deps, payload: Value, deadline: Deadline) -> Result<Report, Error> {
+    scan_request(deps, parse(payload)?, deadline).await
+}
+
+async fn scan_request(deps: &Deps, request: Request, deadline: Deadline) -> Result<Report, Error> {
     let calls_before = deps.api_calls.snapshot();
-    let (trigger, names, requested_dry_run) = parse(payload)?;
+    let Request { trigger, repositories: names, dry_run: requested_dry_run, event_id, batch } = request;
     let dry_run = deps.config.dry_run || requested_dry_run;
-    let repositories = deps.ecr.repositories(&names, false).await.map_err(|e| {
-        if e.code_is("RepositoryNotFoundException") {
-            Error::NotFound(format!("repository in {names:?}: {}", e.message))
-        } else {
-            Error::Aws(e)
+    let cycle = Cycle {
+        function: "quota-scan",
+        id: match &batch {
+            Some(of) => of.cycle.clone(),
+            None => fanout::cycle_id(event_id.as_deref(), snapshot::now() * 1000),
+        },
+        dry_run,
+        policy: None,
+    };
+    let q = deps.config.quotas;
+    // The whole registry, larger than a batch, with a queue to spread it
+    // over: the batches scan, each reading what is in use itself.
+    if let (Some(queue), true) = (&deps.queue, batch.is_none() && names.is_empty()) {
+        let all = deps.ecr.repositories(&[], false).await?;
+        if all.len() > deps.config.batch_size {
+            let all: Vec<String> = all.into_iter().map(|r| r.name).collect();
+            let fan_out = fanout::fan_out(&**queue, &cycle, &all, deps.config.batch_size).await?;
+            let report = Report {
+                function: "quota-scan",
+                trigger,
+                dry_run,
+                batch: None,
+                fan_out: Some(fan_out),
+                deferred: None,
+                warn_percent: q.warn_percent,
+                images_per_repository_quota: q.images_per_repository,
+                registry: registry_usage(&[], &deps.config),
+                repositories: Vec::new(),
+                in_use_failure: None,
+                audit: AuditTotals::default(),
+                api_calls: deps.api_calls.since(&calls_before),
+            };
+            if !dry_run {
+                let mut m = Metrics::new(&deps.config.metrics_namespace).dimension("Function", "quota-scan");
+                m.put("BatchesQueued", report.fan_out.as_ref().map_or(0, |f| f.batches) as f64, Unit::Count);
+                m.emit();
+            }
+            info!(summary = %serde_json::to_string(&report.summary()).unwrap_or_default(), "done: fanned out");
+            return Ok(report);
         }
-    })?;
+    }
+    let repositories = describe(deps, &names, batch.is_some()).await?;
     let (uses, in_use_failure) = match deps.in_use.read().await {
         Ok(uses) => (Some(uses), None),
         Err(failure) => {
@@ -269,44 +379,45 @@ pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
         }
     };
     let now = snapshot::now();
-    let mut usages: Vec<RepositoryUsage> = stream::iter(&repositories)
-        .map(|r| scan(deps, r, uses.as_ref(), now))
-        .buffer_unordered(deps.config.concurrency)
+    // Each repository checks the deadline before it starts: `None` is a
+    // repository deferred, never one half scanned.
+    let scanned: Vec<Option<RepositoryUsage>> = stream::iter(&repositories)
+        .map(|r| async {
+            if deadline.expiring() {
+                return Ok(None);
+            }
+            scan(deps, r, uses.as_ref(), now).await.map(Some)
+        })
+        .buffered(deps.config.concurrency)
         .try_collect()
         .await?;
+    let deferred_names: Vec<String> =
+        repositories.iter().zip(&scanned).filter(|(_, usage)| usage.is_none()).map(|(r, _)| r.name.clone()).collect();
+    let mut usages: Vec<RepositoryUsage> = scanned.into_iter().flatten().collect();
     usages.sort_by(|a, b| b.stored_bytes.cmp(&a.stored_bytes).then_with(|| a.repository.cmp(&b.repository)));
     for (i, u) in usages.iter_mut().enumerate() {
         u.rank = i + 1;
     }
 
-    let q = deps.config.quotas;
-    let storage_bytes: u64 = usages.iter().map(|u| u.stored_bytes).sum();
-    let reclaimable_bytes: i64 = usages.iter().map(|u| u.reclaimable_bytes).sum();
-    let after = storage_bytes.saturating_sub(reclaimable_bytes.max(0) as u64);
-    let registry = RegistryUsage {
-        storage_bytes,
-        storage_quota_bytes: q.storage_bytes,
-        storage_percent: quota::percent(storage_bytes, q.storage_bytes),
-        status: Status::of(quota::percent(storage_bytes, q.storage_bytes), q.warn_percent),
-        image_count: usages.iter().map(|u| u.image_count).sum(),
-        reclaimable_images: usages.iter().map(|u| u.reclaimable_images).sum(),
-        reclaimable_bytes,
-        storage_bytes_after_prune: after,
-        storage_percent_after_prune: quota::percent(after, q.storage_bytes),
-    };
+    let registry = registry_usage(&usages, &deps.config);
     for u in usages.iter().filter(|u| matches!(u.status, Some(Status::Warn | Status::Over))) {
         warn!(repository = %u.repository, status = ?u.status, storage_percent = u.storage_percent,
               image_count_percent = u.image_count_percent, "repository at or over its threshold");
     }
-    if registry.status != Status::Ok {
-        warn!(status = ?registry.status, storage_bytes, storage_percent = registry.storage_percent,
-              reclaimable_bytes, "registry storage at or over its threshold");
+    if registry.status != Status::Ok && batch.is_none() {
+        warn!(status = ?registry.status, storage_bytes = registry.storage_bytes, storage_percent = registry.storage_percent,
+              reclaimable_bytes = registry.reclaimable_bytes, "registry storage at or over its threshold");
     }
     let audit = audit_totals(&usages, uses.is_some());
+    let (deferred, handed) =
+        fanout::hand_off(deps.queue.as_deref(), &cycle, &deferred_names, deps.config.batch_size, deadline).await;
     let report = Report {
         function: "quota-scan",
         trigger,
         dry_run,
+        batch,
+        fan_out: None,
+        deferred,
         warn_percent: q.warn_percent,
         images_per_repository_quota: q.images_per_repository,
         registry,
@@ -324,7 +435,49 @@ pub async fn handle(deps: &Deps, payload: Value) -> Result<Report, Error> {
         info!(repository, detail = %detail, "repository report");
     }
     info!(summary = %serde_json::to_string(&report.summary()).unwrap_or_default(), "done");
+    handed?;
     Ok(report)
+}
+
+/// The registry's figures over `usages`.
+fn registry_usage(usages: &[RepositoryUsage], config: &Config) -> RegistryUsage {
+    let q = config.quotas;
+    let storage_bytes: u64 = usages.iter().map(|u| u.stored_bytes).sum();
+    let reclaimable_bytes: i64 = usages.iter().map(|u| u.reclaimable_bytes).sum();
+    let after = storage_bytes.saturating_sub(reclaimable_bytes.max(0) as u64);
+    RegistryUsage {
+        storage_bytes,
+        storage_quota_bytes: q.storage_bytes,
+        storage_percent: quota::percent(storage_bytes, q.storage_bytes),
+        status: Status::of(quota::percent(storage_bytes, q.storage_bytes), q.warn_percent),
+        image_count: usages.iter().map(|u| u.image_count).sum(),
+        reclaimable_images: usages.iter().map(|u| u.reclaimable_images).sum(),
+        reclaimable_bytes,
+        storage_bytes_after_prune: after,
+        storage_percent_after_prune: quota::percent(after, q.storage_bytes),
+    }
+}
+
+/// The named repositories, or every one. A repository a batch names that
+/// has been deleted since the cycle began is left out.
+async fn describe(deps: &Deps, names: &[String], batch: bool) -> Result<Vec<Repository>, Error> {
+    let not_found = |e: &autopilot::AwsError| e.code_is("RepositoryNotFoundException");
+    match deps.ecr.repositories(names, false).await {
+        Ok(found) => Ok(found),
+        Err(e) if not_found(&e) && batch => {
+            let mut found = Vec::with_capacity(names.len());
+            for name in names {
+                match deps.ecr.repositories(std::slice::from_ref(name), false).await {
+                    Ok(one) => found.extend(one),
+                    Err(e) if not_found(&e) => info!(repository = %name, "deleted since the cycle began"),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(found)
+        }
+        Err(e) if not_found(&e) => Err(Error::NotFound(format!("repository in {names:?}: {}", e.message))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// One repository's usage. Without an in-use set (a source was unreadable)
@@ -452,11 +605,23 @@ fn audit_totals(usages: &[RepositoryUsage], in_use_known: bool) -> AuditTotals {
 /// repository (dimension `Repository`) for the largest `METRICS_TOP_REPOSITORIES`.
 pub fn metrics(report: &Report, config: &Config) -> Vec<Metrics> {
     let mut registry = Metrics::new(&config.metrics_namespace).dimension("Function", report.function);
+    if let Some(batch) = &report.batch {
+        // One batch's share: the registry is their sum over the cycle
+        // (the storage alarm's metric math adds them up).
+        registry
+            .put("BatchStorageBytes", report.registry.storage_bytes as f64, Unit::Bytes)
+            .put("BatchImageCount", report.registry.image_count as f64, Unit::Count)
+            .put("BatchReclaimableBytes", report.registry.reclaimable_bytes as f64, Unit::Bytes)
+            .property("cycle", Value::String(batch.cycle.clone()));
+    } else {
+        registry
+            .put("RegistryStorageBytes", report.registry.storage_bytes as f64, Unit::Bytes)
+            .put("RegistryStorageUtilization", report.registry.storage_percent, Unit::Percent)
+            .put("RegistryImageCount", report.registry.image_count as f64, Unit::Count)
+            .put("RegistryReclaimableBytes", report.registry.reclaimable_bytes as f64, Unit::Bytes);
+    }
     registry
-        .put("RegistryStorageBytes", report.registry.storage_bytes as f64, Unit::Bytes)
-        .put("RegistryStorageUtilization", report.registry.storage_percent, Unit::Percent)
-        .put("RegistryImageCount", report.registry.image_count as f64, Unit::Count)
-        .put("RegistryReclaimableBytes", report.registry.reclaimable_bytes as f64, Unit::Bytes)
+        .put("RepositoriesDeferred", report.deferred.as_ref().map_or(0, |d| d.repositories) as f64, Unit::Count)
         .put("ApiCalls", report.api_calls.values().sum::<u64>() as f64, Unit::Count)
         // Every run: the alarm on its absence tells a scan that stopped
         // running from a registry with nothing to report.
@@ -533,6 +698,9 @@ mod tests {
             function: "quota-scan",
             trigger: "schedule",
             dry_run: false,
+            batch: None,
+            fan_out: None,
+            deferred: None,
             warn_percent: 80,
             images_per_repository_quota: 100_000,
             registry: registry(),
@@ -565,6 +733,9 @@ mod tests {
             function: "quota-scan",
             trigger: "schedule",
             dry_run: false,
+            batch: None,
+            fan_out: None,
+            deferred: None,
             warn_percent: 80,
             images_per_repository_quota: 100_000,
             registry: registry(),
@@ -581,10 +752,107 @@ mod tests {
 
     #[test]
     fn manual_requests_are_previews_unless_they_say_otherwise() {
-        let parsed = |v: Value| parse(v).expect("parses");
+        let parsed = |v: Value| {
+            let r = parse(v).expect("parses");
+            (r.trigger, r.repositories, r.dry_run)
+        };
         assert_eq!(parsed(serde_json::json!({})), ("manual", vec![], true));
         assert_eq!(parsed(serde_json::json!({"dryRun": false})), ("manual", vec![], false));
         let schedule = serde_json::json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
         assert_eq!(parsed(schedule), ("schedule", vec![], false));
+    }
+
+    use autopilot::fakes::{FakeQueue, FakeRegistries, FakeRegistry, ScriptedInUse};
+
+    /// No repository has a native lifecycle policy.
+    struct NoNativePolicies;
+
+    #[async_trait::async_trait]
+    impl RepositoryPolicies for NoNativePolicies {
+        async fn lifecycle_policy(&self, _: &str) -> Result<Option<String>, autopilot::AwsError> {
+            Ok(None)
+        }
+        async fn repository_tags(&self, _: &str) -> Result<autopilot::model::Tags, autopilot::AwsError> {
+            Ok(Default::default())
+        }
+    }
+
+    fn deps(n: u32, pairs: &[(&str, &str)], queue: Option<FakeQueue>) -> Deps {
+        let registries = FakeRegistries(
+            (0..n)
+                .map(|i| {
+                    let image = RepoImage {
+                        digest: format!("sha256:{i:064x}"),
+                        tags: vec!["latest".into()],
+                        size_bytes: Some(1_000),
+                        media_type: Some("application/vnd.oci.image.manifest.v1+json".into()),
+                        ..RepoImage::default()
+                    };
+                    FakeRegistry::new(&format!("svc-{i}"), vec![image])
+                })
+                .collect(),
+        );
+        let mut all = vec![("WORK_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/quota-work")];
+        all.extend_from_slice(pairs);
+        Deps {
+            config: Config::from_lookup(autopilot::config::lookup_from(&all)).expect("valid"),
+            region: "us-east-1".into(),
+            in_use: Box::new(ScriptedInUse::always(InUse::default())),
+            ecr: Box::new(registries),
+            policies: Box::new(NoNativePolicies),
+            queue: queue.map(|q| Box::new(q) as Box<dyn WorkQueue>),
+            api_calls: ApiCalls::default(),
+        }
+    }
+
+    fn schedule() -> Value {
+        serde_json::json!({"id": "evt-9", "source": "aws.events", "detail-type": "Scheduled Event", "detail": {}})
+    }
+
+    #[tokio::test]
+    async fn a_large_registry_is_fanned_out_and_each_batch_publishes_its_share() {
+        let (queue, sent) = FakeQueue::new();
+        let d = deps(5, &[("FANOUT_BATCH_SIZE", "2")], Some(queue));
+        let report = handle(&d, schedule()).await.expect("fanned out");
+        assert_eq!(report.fan_out.as_ref().map(|f| (f.batches, f.repositories)), Some((3, 5)));
+        assert!(report.repositories.is_empty());
+        let bodies = sent.lock().expect("sent").clone();
+        let batch = autopilot::fanout::Batch::parse("quota-scan", &bodies[2]).expect("ours");
+        assert_eq!(
+            (batch.batch, batch.repositories.clone(), batch.cycle.as_str()),
+            (3, vec!["svc-4".to_string()], "evt-9")
+        );
+
+        let event = serde_json::json!({"Records": [{"messageId": "m-1", "body": bodies[0], "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:quota-work", "awsRegion": "us-east-1"}]});
+        let Answer::Batches(response) = invoke(&d, event, Deadline::none()).await.expect("answered") else {
+            panic!("a batch response")
+        };
+        assert!(response.batch_item_failures.is_empty());
+        let request = Request {
+            trigger: "batch",
+            repositories: vec!["svc-0".into(), "svc-1".into()],
+            dry_run: false,
+            event_id: None,
+            batch: Some(batch.of()),
+        };
+        let share = scan_request(&d, request, Deadline::none()).await.expect("scanned");
+        assert_eq!(share.registry.storage_bytes, 2_000, "this batch's share");
+        let docs = metrics(&share, &d.config)[0].documents(0);
+        assert_eq!(docs[0]["BatchStorageBytes"], 2_000.0);
+        assert!(docs[0].get("RegistryStorageUtilization").is_none(), "a share is not the registry's utilization");
+        assert_eq!(docs[0]["ScanCompleted"], 1.0);
+    }
+
+    #[tokio::test]
+    async fn near_the_deadline_repositories_are_deferred_whole_and_handed_on() {
+        let (queue, sent) = FakeQueue::new();
+        let d = deps(3, &[], Some(queue));
+        let deadline = Deadline::in_(std::time::Duration::ZERO, std::time::Duration::from_secs(1));
+        let report = handle_until(&d, schedule(), deadline).await.expect("deferred");
+        assert!(report.repositories.is_empty(), "nothing half scanned");
+        assert_eq!(report.deferred.as_ref().map(|x| (x.repositories, x.handed_off)), Some((3, true)));
+        assert_eq!(report.registry.storage_bytes, 0);
+        assert!(autopilot::fanout::Batch::parse("quota-scan", &sent.lock().expect("sent")[0]).expect("ours").deferred);
     }
 }
