@@ -434,12 +434,24 @@ async fn prune_request(
         dry_run,
         deadline,
     };
-    // In the order listed, SWEEP_CONCURRENCY at a time, sharing one set.
-    report.repositories = stream::iter(&repositories)
-        .map(|repository| prune_repository(&run, repository))
-        .buffered(deps.config.concurrency.max(1))
-        .collect()
-        .await;
+    // In the order listed, a chunk at a time: every repository of the chunk
+    // planned (SWEEP_CONCURRENCY at a time), then one fresh read of what is
+    // in use, made after all those plans, then each repository deletes what
+    // the fresh read still allows.
+    let concurrency = deps.config.concurrency.max(1);
+    for chunk in repositories.chunks(REREAD_CHUNK) {
+        let planned: Vec<(RepositoryReport, Option<Planned>)> = stream::iter(chunk)
+            .map(|repository| plan_repository(&run, repository))
+            .buffered(concurrency)
+            .collect()
+            .await;
+        let done: Vec<RepositoryReport> = stream::iter(chunk.iter().zip(planned))
+            .map(|(repository, (report, planned))| apply_repository(&run, repository, report, planned))
+            .buffered(concurrency)
+            .collect()
+            .await;
+        report.repositories.extend(done);
+    }
     report.in_use.reads = 1 + run.fresh.reads();
     report.in_use_failure = run.halted.lock().ok().and_then(|h| h.clone());
     let executed = report.repositories.iter().filter(|r| !r.dry_run);
@@ -512,22 +524,47 @@ fn emit(report: &Report, config: &Config) {
     metrics.emit();
 }
 
-/// One repository, never an `Err`: a failure is recorded in its report.
-async fn prune_repository(run: &Run<'_>, repository: &Repository) -> RepositoryReport {
+/// Repositories planned before each fresh read of what is in use: the
+/// fresh-before-delete read is shared by a chunk of this many, so a run makes
+/// one re-read per 50 repositories rather than one per repository.
+pub const REREAD_CHUNK: usize = 50;
+
+/// A repository planned, waiting for the fresh read: its snapshot, and the
+/// ticket that read must come after.
+struct Planned {
+    snapshot: snapshot::RepositorySnapshot,
+    ticket: u64,
+}
+
+fn record_failure(repository: &Repository, report: &mut RepositoryReport, e: &Error) {
+    error!(repository = %repository.name, error = %e, deleted = report.deleted.len(), "repository failed");
+    report.retryable |= e.is_retryable();
+    report.error = Some(e.to_string());
+}
+
+/// One repository planned, never an `Err`: a failure is recorded in its
+/// report. Near the deadline the repository is deferred, not started.
+async fn plan_repository(run: &Run<'_>, repository: &Repository) -> (RepositoryReport, Option<Planned>) {
     let mut report = RepositoryReport { repository: repository.name.clone(), ..RepositoryReport::default() };
     if run.deadline.expiring() {
         report.deferred = true;
-        return report;
+        return (report, None);
     }
-    if let Err(e) = prune_into(run, repository, &mut report).await {
-        error!(repository = %repository.name, error = %e, deleted = report.deleted.len(), "repository failed");
-        report.retryable |= e.is_retryable();
-        report.error = Some(e.to_string());
+    match plan_into(run, repository, &mut report).await {
+        Ok(planned) => (report, planned),
+        Err(e) => {
+            record_failure(repository, &mut report, &e);
+            (report, None)
+        }
     }
-    report
 }
 
-async fn prune_into(run: &Run<'_>, repository: &Repository, report: &mut RepositoryReport) -> Result<(), Error> {
+/// What to delete, when there is anything and the run acts here.
+async fn plan_into(
+    run: &Run<'_>,
+    repository: &Repository,
+    report: &mut RepositoryReport,
+) -> Result<Option<Planned>, Error> {
     let deps = run.deps;
     let mode = match repository.tags.get(TAG_PRUNE) {
         Some(value) => match Mode::parse(value) {
@@ -538,7 +575,7 @@ async fn prune_into(run: &Run<'_>, repository: &Repository, report: &mut Reposit
             None => {
                 report.mode = format!("invalid {TAG_PRUNE} value {value:?}");
                 report.skipped = Some(format!("{TAG_PRUNE}={value:?} is not one of on, off, dry-run; not pruned"));
-                return Ok(());
+                return Ok(None);
             }
         },
         None => {
@@ -548,7 +585,7 @@ async fn prune_into(run: &Run<'_>, repository: &Repository, report: &mut Reposit
     };
     if mode == Mode::Off {
         report.skipped = Some(format!("pruning is off for this repository ({})", report.mode));
-        return Ok(());
+        return Ok(None);
     }
     let safety = deps.config.safety();
     let snapshot =
@@ -556,7 +593,7 @@ async fn prune_into(run: &Run<'_>, repository: &Repository, report: &mut Reposit
             .await?;
     let Some(snapshot) = snapshot else {
         report.skipped = Some("the repository was deleted during the run".into());
-        return Ok(());
+        return Ok(None);
     };
     let ticket = run.fresh.ticket();
     let planned = &snapshot.plan;
@@ -566,22 +603,49 @@ async fn prune_into(run: &Run<'_>, repository: &Repository, report: &mut Reposit
     report.brake = planned.brake.clone();
     if planned.brake.is_some() {
         warn!(repository = %repository.name, brake = ?planned.brake, "safety brake");
-        return Ok(());
+        return Ok(None);
     }
-    let size: BTreeMap<&str, i64> =
-        snapshot.images.iter().map(|i| (i.digest.as_str(), i.size_bytes.unwrap_or(0))).collect();
     if run.dry_run || mode == Mode::DryRun {
         report.dry_run = true;
         report.deleted = planned.to_delete().cloned().collect();
         report.bytes_reclaimed = planned.bytes_to_reclaim;
         report.archived = planned.transition_images.clone();
         report.bytes_archived = planned.bytes_to_archive;
-        return Ok(());
+        return Ok(None);
     }
     if planned.deletions() == 0 && planned.transition_images.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    // Fresh before delete: what is in use now, read after this plan was made.
+    Ok(Some(Planned { snapshot, ticket }))
+}
+
+/// A planned repository's deletions, never an `Err`.
+async fn apply_repository(
+    run: &Run<'_>,
+    repository: &Repository,
+    mut report: RepositoryReport,
+    planned: Option<Planned>,
+) -> RepositoryReport {
+    if let Some(planned) = planned {
+        if let Err(e) = apply_into(run, repository, planned, &mut report).await {
+            record_failure(repository, &mut report, &e);
+        }
+    }
+    report
+}
+
+async fn apply_into(
+    run: &Run<'_>,
+    repository: &Repository,
+    planned: Planned,
+    report: &mut RepositoryReport,
+) -> Result<(), Error> {
+    let deps = run.deps;
+    let Planned { snapshot, ticket } = planned;
+    let size: BTreeMap<&str, i64> =
+        snapshot.images.iter().map(|i| (i.digest.as_str(), i.size_bytes.unwrap_or(0))).collect();
+    // Fresh before delete: what is in use now, read after this plan (and
+    // every plan of its chunk) was made.
     let reading = run.fresh.after(ticket).await;
     let latest = match &*reading {
         Ok(latest) => latest,
@@ -599,8 +663,8 @@ async fn prune_into(run: &Run<'_>, repository: &Repository, report: &mut Reposit
         }
     };
     let id = snapshot::repository_id(repository, &deps.region);
-    let again = snapshot.replan(&id, run.policy, latest, run.now, safety);
-    let plan = still_to_delete(planned, &again, report);
+    let again = snapshot.replan(&id, run.policy, latest, run.now, deps.config.safety());
+    let plan = still_to_delete(&snapshot.plan, &again, report);
     if !report.protected_late.is_empty() {
         warn!(repository = %repository.name, kept = report.protected_late.len(), "in use since the plan: kept");
     }
@@ -1106,6 +1170,15 @@ mod tests {
         let deadline = Deadline::in_(std::time::Duration::ZERO, std::time::Duration::from_secs(1));
         let error = handle_until(&d_, schedule(), deadline).await.expect_err("the queue refused");
         assert!(error.to_string().contains("queue unavailable"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn the_fresh_read_before_delete_is_one_per_chunk_of_repositories() {
+        let d_ = deps_with(registries(REREAD_CHUNK as u32 + 3), ScriptedInUse::always(InUse::default()));
+        let report = handle(&d_, json!({"dryRun": false})).await.expect("pruned");
+        assert_eq!(report.images_deleted, REREAD_CHUNK + 3);
+        // the first read, then one fresh read for each of the two chunks
+        assert_eq!(report.in_use.reads, 3, "{:?}", report.in_use);
     }
 
     fn sqs_event(bodies: &[&str]) -> Value {

@@ -24,6 +24,9 @@ pub const DESCRIBE_IMAGES_PAGE: i32 = 1000;
 /// BatchGetImage and BatchDeleteImage take at most this many image ids.
 pub const BATCH_IMAGES: usize = 100;
 
+/// DescribeRepositories page size, the API's maximum.
+pub const DESCRIBE_REPOSITORIES_PAGE: i32 = 1000;
+
 pub struct EcrAdapter {
     client: Client,
     blobs: BlobClient,
@@ -152,6 +155,8 @@ impl Registry for EcrAdapter {
             .client
             .describe_repositories()
             .set_repository_names((!names.is_empty()).then(|| names.to_vec()))
+            // 1,000 a page, the API's most; it takes no page size with names.
+            .set_max_results(names.is_empty().then_some(DESCRIBE_REPOSITORIES_PAGE))
             .into_paginator()
             .items()
             .send()
