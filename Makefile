@@ -62,5 +62,9 @@ lint: setup
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+# One table per function over a world on moto, beside a boto3 peer of the
+# prune job; JSON in target/bench/results.json. The world's size comes from
+# BENCH_REPOSITORIES, BENCH_IMAGES_EACH, BENCH_SERVICES, BENCH_CLUSTERS
+# (scripts/bench.sh lists them and their small defaults).
 bench: build arm64
 	bash scripts/bench.sh

@@ -90,6 +90,14 @@ Test-only endpoints (JSON in and out unless said otherwise)
 - ``POST /autopilot-api/ecr/image-status``
   ``{"repositoryName", "imageDigest", "imageStatus", "region"?, "account"?}``.
 
+- ``POST /autopilot-api/bench/world`` ``{"repositories", "imagesEach", "services",
+  "clusters", "seed"?, "oldDays"?, "region"?}``: the benchmark's world, written straight into
+  moto's backends (pushing 200,000 images through the API takes hours). See
+  ``_bench_world`` for its shape; it is a pure function of the body, so two
+  worlds built from the same body are the same, digests included.
+- ``GET /autopilot-api/bench/stats[?region=us-east-1]``: ``{"repositories", "images", "logGroups"}``
+  of the default account and that region, to compare what two runs left behind.
+
 Start-up: the extensions are imported and applied in a background thread while
 the server starts listening (moto itself imports its service modules on the
 first request to each). Requests other than ``/moto-api/`` wait until they are
@@ -837,6 +845,130 @@ def _install_lambda() -> None:
 # -------------------------------------------------------------------- HTTP layer
 
 
+# --------------------------------------------------------------------------- benchmark world
+
+
+def _bench_world(body: dict[str, Any]) -> dict[str, Any]:
+    """Builds the benchmark's world in moto's backends, in the default account
+    and the default region (or ``region``).
+
+    - ``repositories`` repositories ``repo-00000``...; each holds ``imagesEach``
+      single-platform OCI images with layers of their own. The newest is tagged
+      ``latest`` and the one before ``previous``, both pushed a minute ago; the
+      others are untagged and were pushed ``oldDays`` (default 5) days ago, one
+      second apart, oldest first. The digest is the sha256 of the manifest bytes,
+      as ECR computes it.
+    - ``clusters`` clusters ``cluster-00``...; ``services`` services
+      ``svc-0000``... spread over them round robin, service ``s`` running
+      repository ``s mod repositories``: even services by the tag ``latest``,
+      odd ones pinned to the digest of that repository's oldest (untagged, old)
+      image, which a prune must therefore keep. Each has its own task-definition
+      family (arm64 Linux, Fargate, ``awslogs`` to ``/ecs/svc-NNNN``), is tagged
+      ``autopilot:deploy=on``, and runs one task (a Fargate ``RunTask`` with the
+      service's group), whose status stays put (manual task transitions).
+    """
+    from moto.ec2.models import ec2_backends
+    from moto.ecr.models import Image, ecr_backends
+    from moto.moto_api import state_manager
+
+    def count(key: str, default: int | None = None) -> int:
+        value = body.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{key} must be a whole number >= 0, got {value!r}")
+        return value
+
+    repositories, each = count("repositories"), count("imagesEach")
+    services, clusters = count("services"), count("clusters")
+    seed, old_days = count("seed", 0), count("oldDays", 5)
+    if services and not (clusters and repositories):
+        raise ValueError("services need at least one cluster and one repository")
+    account, region = DEFAULT_ACCOUNT, body.get("region") or DEFAULT_REGION
+    if not isinstance(region, str) or not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region):
+        raise ValueError(f"region must be an AWS region name, got {region!r}")
+    ecr = ecr_backends[account][region]
+    ecs = _ecs_backend_for(account, region)
+    state_manager.set_transition(model_name="ecs::task", transition={"progression": "manual", "times": 1_000_000})
+    now = int(_now().replace(tzinfo=timezone.utc).timestamp())
+    old = now - old_days * 86_400
+    oldest: list[str] = []
+    for r in range(repositories):
+        name = f"repo-{r:05d}"
+        ecr.create_repository(name, None, {}, {"scanOnPush": False}, "MUTABLE", [])
+        repository = ecr.repositories[name]
+        for i in range(each):
+            layer = hashlib.sha256(f"{seed}/{name}/{i}/layer".encode()).hexdigest()
+            config = hashlib.sha256(f"{seed}/{name}/{i}/config".encode()).hexdigest()
+            manifest = json.dumps(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 1469, "digest": f"sha256:{config}"},
+                    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "size": 3_208_942, "digest": f"sha256:{layer}"}],
+                },
+                separators=(",", ":"),
+            )
+            digest = "sha256:" + hashlib.sha256(manifest.encode()).hexdigest()
+            tag = "latest" if i == each - 1 else "previous" if i == each - 2 else None
+            image = Image(account, tag, manifest, name, "application/vnd.oci.image.manifest.v1+json", digest)
+            image.image_pushed_at = now - 60 if tag else old + i
+            repository.images.append(image)
+            if i == 0:
+                oldest.append(digest)
+    registry = f"{account}.dkr.ecr.{region}.amazonaws.com"
+    # Fargate tasks are awsvpc: each gets a network interface in the default VPC.
+    subnets = [s.id for s in ec2_backends[account][region].describe_subnets()][:1] if services else []
+    network = {"awsvpcConfiguration": {"subnets": subnets, "securityGroups": [], "assignPublicIp": "DISABLED"}}
+    for c in range(clusters):
+        ecs.create_cluster(f"cluster-{c:02d}")
+    for s in range(services):
+        r = s % repositories
+        family, cluster = f"svc-{s:04d}", f"cluster-{s % clusters:02d}"
+        image = f"{registry}/repo-{r:05d}:latest" if s % 2 == 0 or not oldest else f"{registry}/repo-{r:05d}@{oldest[r]}"
+        container = {
+            "name": "app",
+            "image": image,
+            "essential": True,
+            "cpu": 256,
+            "memory": 512,
+            "logConfiguration": {
+                "logDriver": "awslogs",
+                "options": {"awslogs-group": f"/ecs/{family}", "awslogs-region": region, "awslogs-stream-prefix": "ecs"},
+            },
+        }
+        td = ecs.register_task_definition(
+            family,
+            [container],
+            requires_compatibilities=["FARGATE"],
+            cpu="256",
+            memory="512",
+            runtime_platform={"cpuArchitecture": "ARM64", "operatingSystemFamily": "LINUX"},
+        )
+        ecs.create_service(
+            cluster,
+            family,
+            1,
+            td.arn,
+            launch_type="FARGATE",
+            network_configuration=network,
+            tags=[{"key": "autopilot:deploy", "value": "on"}],
+        )
+        ecs.run_task(cluster, td.arn, 1, None, f"ecs-svc/{family}", None, "FARGATE", network, group=f"service:{family}")
+    return {"repositories": repositories, "images": repositories * each, "services": services, "clusters": clusters}
+
+
+def _bench_stats(region: str) -> dict[str, Any]:
+    from moto.ecr.models import ecr_backends
+    from moto.logs.models import logs_backends
+
+    ecr = ecr_backends[DEFAULT_ACCOUNT][region]
+    logs = logs_backends[DEFAULT_ACCOUNT][region]
+    return {
+        "repositories": len(ecr.repositories),
+        "images": sum(len(r.images) for r in ecr.repositories.values()),
+        "logGroups": len(logs.groups),
+    }
+
+
 _INSTALL_ERROR: list[str] = []
 
 
@@ -917,6 +1049,10 @@ def _handle_autopilot(environ: dict[str, Any], start_response: Any) -> list[byte
                     image.__dict__["_ap_last_archived_at"] = _now()
                 image.__dict__["_ap_status"] = status
             return _json_response(start_response, 200, {"imageDigest": image.get_image_digest(), "imageStatus": status})
+        if path == "/autopilot-api/bench/world" and method == "POST":
+            return _json_response(start_response, 200, _bench_world(request.get_json(force=True)))
+        if path == "/autopilot-api/bench/stats" and method == "GET":
+            return _json_response(start_response, 200, _bench_stats(request.args.get("region") or DEFAULT_REGION))
         return _json_response(start_response, 404, {"error": f"no test endpoint {method} {path}"})
     except (ValueError, TypeError) as error:
         return _json_response(start_response, 400, {"error": str(error)})

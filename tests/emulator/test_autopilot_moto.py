@@ -174,6 +174,53 @@ class RunningTasks(unittest.TestCase):
         self.assertEqual(len({c["containerArn"] for c in containers}), 2)
 
 
+class BenchWorld(unittest.TestCase):
+    """The benchmark's world endpoint, and the boto3 peer of the prune job on it."""
+
+    def test_the_world_has_its_shape_and_the_peer_prunes_what_the_policy_expires(self):
+        import subprocess
+        import sys
+        import urllib.request
+
+        region = "ca-west-1"
+        body = {"repositories": 3, "imagesEach": 5, "services": 4, "clusters": 2, "seed": 7, "region": region}
+        request = urllib.request.Request(
+            f"{ENDPOINT}/autopilot-api/bench/world", data=json.dumps(body).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request) as response:
+            self.assertEqual(json.load(response)["images"], 15)
+        ecr = boto3.client("ecr", region_name=region, endpoint_url=ENDPOINT,
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        ecs = boto3.client("ecs", region_name=region, endpoint_url=ENDPOINT,
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        images = sorted(ecr.describe_images(repositoryName="repo-00001")["imageDetails"], key=lambda i: i["imagePushedAt"])
+        self.assertEqual(len(images), 5)
+        self.assertEqual([i.get("imageTags", []) for i in images], [[], [], [], ["previous"], ["latest"]])
+        manifest = ecr.batch_get_image(repositoryName="repo-00001", imageIds=[{"imageDigest": images[0]["imageDigest"]}])
+        text = manifest["images"][0]["imageManifest"]
+        self.assertEqual(images[0]["imageDigest"], "sha256:" + hashlib.sha256(text.encode()).hexdigest())
+        # Service 1 (cluster-01) pins repo-00001's oldest image; its task runs it.
+        td = ecs.describe_services(cluster="cluster-01", services=["svc-0001"])["services"][0]["taskDefinition"]
+        image = ecs.describe_task_definition(taskDefinition=td)["taskDefinition"]["containerDefinitions"][0]["image"]
+        self.assertTrue(image.endswith(f"/repo-00001@{images[0]['imageDigest']}"), image)
+        tasks = ecs.list_tasks(cluster="cluster-01")["taskArns"]
+        self.assertEqual(len(tasks), 2)
+        # The peer: 3 untagged old images per repository, less the pinned one
+        # in repo-00001 (service 3 pins repo-00000's oldest: 3 mod 3 = 0).
+        peer = os.path.join(os.path.dirname(__file__), "..", "bench", "boto3_prune.py")
+        env = dict(os.environ, AWS_ENDPOINT_URL=ENDPOINT, AWS_DEFAULT_REGION=region, AWS_REGION=region,
+                   AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+        out = subprocess.run([sys.executable, peer], env=env, capture_output=True, text=True, check=True)
+        result = json.loads(out.stdout.splitlines()[-1])
+        self.assertEqual(result["imagesSeen"], 15)
+        self.assertEqual(result["imagesDeleted"], 9 - 2)
+        self.assertEqual(result["keptInUse"], 2)
+        left = ecr.describe_images(repositoryName="repo-00001")["imageDetails"]
+        self.assertEqual(sorted(i["imageDigest"] for i in left),
+                         sorted(i["imageDigest"] for i in [images[0], images[3], images[4]]))
+        self.assertEqual(result["apiCalls"]["BatchDeleteImage"], 3)
+
+
 class ExternalTaskSets(unittest.TestCase):
     def test_task_sets_of_an_external_service_describe_their_task_definition(self):
         ecs = client("ecs")

@@ -1,5 +1,17 @@
-//! Benchmarks that report figures (no thresholds): `make bench` runs them.
+//! Benchmarks that report figures (no thresholds): `make bench` runs `bench world`.
 //!
+//! - `bench world`: the table of issue 11. One world on moto, built straight
+//!   into its backends (`POST /autopilot-api/bench/world`): `BENCH_REPOSITORIES`
+//!   repositories (default 50) of `BENCH_IMAGES_EACH` images (default 20), and
+//!   `BENCH_SERVICES` services (default 40) in `BENCH_CLUSTERS` clusters
+//!   (default 4), each service running one task. Per function: cold start
+//!   (median of `BENCH_COLDSTART_RUNS`, default 20, of the binaries in
+//!   `AUTOPILOT_FUNCTION_DIR`), peak RSS, the arm64 bootstrap raw and zipped
+//!   (`BENCH_LAMBDA_DIR`, default target/lambda), API calls against the bound
+//!   the adapters' page sizes give for that world, and wall time; then the
+//!   boto3 peer (`tests/bench/boto3_prune.py`) on a fresh copy of the same
+//!   world, and the ratios. Prints one table and writes JSON to `BENCH_JSON`
+//!   (default target/bench/results.json).
 //! - `bench coldstart RUNS PROGRAM [ARGS…]`: time from spawning the function
 //!   to its first Runtime API request (`GET …/invocation/next`), which covers
 //!   process start, config validation, the aws-config load and client set-up.
@@ -24,13 +36,16 @@
 //!   per `SWEEP_CONCURRENCY` given; prints wall time and the API calls, split
 //!   into the per-repository ECR calls and the reads of the "in use" sources.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use autopilot_e2e::world::World;
-use autopilot_e2e::{event, moto, Lambda};
+use autopilot_e2e::{event, function_binary, moto, tools_bin, workspace_root, Lambda, REGION};
+use serde_json::{json, Value};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,9 +57,10 @@ fn main() {
         Some("prune") if args.len() == 2 => prune(&args[1]),
         Some("quota") if args.len() == 3 => quota(&args[1], &args[2]),
         Some("registry") if args.len() >= 4 => registry(&args[1], &args[2], &args[3..]),
+        Some("world") if args.len() == 1 => world(),
         _ => {
             eprintln!(
-                "usage: bench coldstart RUNS PROGRAM [ARGS...] | bench sweep CLUSTERS SERVICES_PER_CLUSTER | \
+                "usage: bench world | bench coldstart RUNS PROGRAM [ARGS...] | bench sweep CLUSTERS SERVICES_PER_CLUSTER | \
                  bench push CLUSTERS SERVICES_PER_CLUSTER | bench planner IMAGES | bench prune IMAGES | bench quota REPOSITORIES IMAGES_EACH | \
                  bench registry REPOSITORIES IMAGES_EACH CONCURRENCY..."
             );
@@ -59,11 +75,42 @@ fn number(text: &str) -> usize {
 
 fn coldstart(runs: &str, program: &str, args: &[String]) {
     let runs = number(runs);
+    let c = measure_coldstart(runs, Path::new(program), args, Listener::RuntimeApi);
+    println!(
+        "cold start (exec → first Runtime API request) over {runs} runs: min {:.1} ms, median {:.1} ms, p90 {:.1} ms, max {:.1} ms; peak RSS at that point {} KiB",
+        c.min_ms, c.median_ms, c.p90_ms, c.max_ms, c.peak_kib
+    );
+}
+
+/// What the measured process is told to call first.
+#[derive(Clone, Copy, PartialEq)]
+enum Listener {
+    /// A Lambda function: its first request is `GET …/invocation/next`.
+    RuntimeApi,
+    /// A boto3 script: its first request is its first AWS call.
+    AwsEndpoint,
+}
+
+struct ColdStart {
+    min_ms: f64,
+    median_ms: f64,
+    p90_ms: f64,
+    max_ms: f64,
+    peak_kib: u64,
+}
+
+/// Time from spawning `program` to its first request on a loopback listener
+/// that only records it, `runs` times; and the process's peak RSS then.
+fn measure_coldstart(runs: usize, program: &Path, args: &[String], listener_kind: Listener) -> ColdStart {
     let mut millis = Vec::with_capacity(runs);
     let mut peak_kib = 0;
-    for _ in 0..runs {
+    for _ in 0..runs.max(1) {
         let listener = TcpListener::bind("127.0.0.1:0").expect("loopback listener");
         let port = listener.local_addr().expect("address").port();
+        let endpoint = match listener_kind {
+            Listener::RuntimeApi => "http://127.0.0.1:9".to_string(),
+            Listener::AwsEndpoint => format!("http://127.0.0.1:{port}"),
+        };
         let started = Instant::now();
         let mut child = Command::new(program)
             .args(args)
@@ -72,18 +119,21 @@ fn coldstart(runs: &str, program: &str, args: &[String]) {
             .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
             .env("AWS_REGION", "us-east-1")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
             .env("AWS_ACCESS_KEY_ID", "bench")
             .env("AWS_SECRET_ACCESS_KEY", "bench")
-            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+            .env("AWS_ENDPOINT_URL", endpoint)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("{program}: {e}"));
-        let (mut stream, _) = listener.accept().expect("the function connects");
+            .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+        let (mut stream, _) = listener.accept().expect("the process connects");
         let mut buf = [0u8; 64];
         let n = stream.read(&mut buf).expect("request bytes");
         let elapsed = started.elapsed();
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("GET "), "unexpected first request");
+        let first = String::from_utf8_lossy(&buf[..n]);
+        let expected = if listener_kind == Listener::RuntimeApi { "GET " } else { "POST " };
+        assert!(first.starts_with(expected), "unexpected first request: {first}");
         millis.push(elapsed.as_secs_f64() * 1000.0);
         let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
         if let Some(kib) = status
@@ -99,14 +149,7 @@ fn coldstart(runs: &str, program: &str, args: &[String]) {
     }
     millis.sort_by(f64::total_cmp);
     let pick = |q: f64| millis[((millis.len() - 1) as f64 * q).round() as usize];
-    println!(
-        "cold start (exec → first Runtime API request) over {runs} runs: min {:.1} ms, median {:.1} ms, p90 {:.1} ms, max {:.1} ms; peak RSS at that point {} KiB",
-        pick(0.0),
-        pick(0.5),
-        pick(0.9),
-        pick(1.0),
-        peak_kib
-    );
+    ColdStart { min_ms: pick(0.0), median_ms: pick(0.5), p90_ms: pick(0.9), max_ms: pick(1.0), peak_kib }
 }
 
 fn sweep(clusters: &str, per_cluster: &str) {
@@ -398,4 +441,450 @@ fn registry(repositories: &str, each: &str, concurrencies: &[String]) {
             println!("calls per operation: {}", serde_json::Value::Object(calls));
         }
     });
+}
+
+/// The benchmark world's shape (see `autopilot_moto.py`'s `_bench_world`):
+/// repository `r` holds `images_each` images, the newest two tagged, the rest
+/// untagged and old; service `s` runs in cluster `s mod clusters` and uses
+/// repository `s mod repositories`, by `latest` when `s` is even, pinned to
+/// the repository's oldest image when odd; one task per service.
+struct Shape {
+    repositories: usize,
+    images_each: usize,
+    services: usize,
+    clusters: usize,
+    seed: usize,
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a whole number")),
+        Err(_) => default,
+    }
+}
+
+impl Shape {
+    fn from_env() -> Shape {
+        let shape = Shape {
+            repositories: env_number("BENCH_REPOSITORIES", 50),
+            images_each: env_number("BENCH_IMAGES_EACH", 20),
+            services: env_number("BENCH_SERVICES", 40),
+            clusters: env_number("BENCH_CLUSTERS", 4),
+            seed: env_number("BENCH_SEED", 1),
+        };
+        assert!(
+            shape.services == 0 || (shape.clusters > 0 && shape.repositories > 0),
+            "BENCH_SERVICES needs BENCH_CLUSTERS and BENCH_REPOSITORIES above 0"
+        );
+        shape
+    }
+
+    fn body(&self) -> Value {
+        json!({"repositories": self.repositories, "imagesEach": self.images_each, "services": self.services,
+               "clusters": self.clusters, "seed": self.seed})
+    }
+
+    fn services_in(&self, cluster: usize) -> usize {
+        (0..self.services).filter(|s| s % self.clusters == cluster).count()
+    }
+
+    /// Images of repository `r` the default policy expires and nothing
+    /// protects: the untagged old ones, less the oldest if a service pins it.
+    fn deletions(&self, r: usize) -> usize {
+        let untagged = self.images_each.saturating_sub(2);
+        let pinned = untagged > 0 && (0..self.services).any(|s| s % 2 == 1 && s % self.repositories == r);
+        // The default policy's second rule (keep the newest 30) expires tagged
+        // images only past 30 kept ones; the world has two tagged per repository.
+        untagged - usize::from(pinned)
+    }
+
+    /// Services that track `repo-00000:latest`, which deploy-on-push rolls out.
+    fn rollouts(&self) -> usize {
+        (0..self.services).filter(|s| s % 2 == 0 && s % self.repositories == 0).count()
+    }
+
+    /// ListClusters, ListServices and DescribeServices over every cluster:
+    /// pages of 100, DescribeServices 10 a call (`shared/src/aws/ecs.rs`).
+    fn service_discovery(&self, bound: &mut BTreeMap<&'static str, usize>) {
+        *bound.entry("ListClusters").or_default() += self.clusters.div_ceil(100).max(1);
+        for c in 0..self.clusters {
+            let n = self.services_in(c);
+            *bound.entry("ListServices").or_default() += n.div_ceil(100).max(1);
+            *bound.entry("DescribeServices").or_default() += n.div_ceil(10);
+        }
+    }
+}
+
+impl Shape {
+    /// One read of what is in use: services (and the deployment ECS pinned
+    /// for each: one ListServiceDeployments page, its deployments and
+    /// revisions described 20 a call), running and pending tasks (two
+    /// ListTasks per cluster, DescribeTasks 100 a call), the latest revision
+    /// of every family (families 100 a page), and one page each of EventBridge
+    /// buses and rules, Scheduler schedules and Lambda functions.
+    fn in_use_reads(&self, b: &mut BTreeMap<&'static str, usize>) {
+        let (s, c) = (self.services, self.clusters);
+        self.service_discovery(b);
+        b.insert("ListServiceDeployments", s);
+        b.insert("DescribeServiceDeployments", s.div_ceil(20));
+        b.insert("DescribeServiceRevisions", s.div_ceil(20));
+        b.insert("ListTasks", 2 * c);
+        b.insert("DescribeTasks", (0..c).map(|x| self.services_in(x).div_ceil(100)).sum());
+        b.insert("ListTaskDefinitionFamilies", s.div_ceil(100).max(1));
+        b.insert("DescribeTaskDefinition", s);
+        b.insert("ListEventBuses", 1);
+        b.insert("ListRules", 1);
+        b.insert("ListSchedules", 1);
+        b.insert("ListFunctions", 1);
+    }
+}
+
+/// The fewest calls each function can make over the world, from the page and
+/// batch sizes its adapters use (`shared/src/aws/`), per operation.
+fn bounds(shape: &Shape, function: &str) -> BTreeMap<&'static str, usize> {
+    let mut b: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let (r, i, s) = (shape.repositories, shape.images_each, shape.services);
+    let repository_reads = |b: &mut BTreeMap<&'static str, usize>| {
+        // DescribeRepositories pages of 1000; DescribeImages pages of 1000 per repository.
+        b.insert("DescribeRepositories", r.div_ceil(1000).max(1));
+        b.insert("DescribeImages", r * i.div_ceil(1000).max(1));
+    };
+    match function {
+        "quota-scan" => {
+            // Per repository its own lifecycle policy, which the estimate of
+            // what a prune would reclaim follows; that estimate needs one read
+            // of what is in use.
+            repository_reads(&mut b);
+            b.insert("GetLifecyclePolicy", r);
+            shape.in_use_reads(&mut b);
+        }
+        "prune-images" => {
+            repository_reads(&mut b);
+            // The `autopilot:prune` override is a repository tag, which
+            // DescribeRepositories does not return: one read per repository.
+            b.insert("ListTagsForResource", r);
+            b.insert("BatchDeleteImage", (0..r).map(|x| shape.deletions(x).div_ceil(100)).sum());
+            // Referrers of every kept image (ListImageReferrers has no batch form).
+            let deleted: usize = (0..r).map(|x| shape.deletions(x)).sum();
+            b.insert("ListImageReferrers", r * i - deleted);
+            shape.in_use_reads(&mut b);
+        }
+        "log-groups" => {
+            // Every service's revision described once; each of its log groups
+            // (one per service, none exists yet) looked up, created with its
+            // tags, and given a retention.
+            shape.service_discovery(&mut b);
+            b.insert("DescribeTaskDefinition", s);
+            b.insert("DescribeLogGroups", s);
+            b.insert("CreateLogGroup", s);
+            b.insert("PutRetentionPolicy", s);
+        }
+        "deploy-on-push" => {
+            // Discovery: every opted-in service (all are) and its revision; the
+            // pushed image read once (DescribeImages, BatchGetImage, its config
+            // blob). Per rollout: the log group checked (log-groups made it),
+            // the revision re-read, registered, and the service updated.
+            shape.service_discovery(&mut b);
+            let m = shape.rollouts();
+            b.insert("DescribeTaskDefinition", s + m);
+            b.insert("DescribeImages", 1);
+            b.insert("BatchGetImage", 1);
+            b.insert("GetDownloadUrlForLayer", 1);
+            b.insert("DescribeLogGroups", m);
+            b.insert("RegisterTaskDefinition", m);
+            b.insert("UpdateService", m);
+        }
+        _ => unreachable!("no bound for {function}"),
+    }
+    b.retain(|_, n| *n > 0);
+    b
+}
+
+/// A report's `apiCalls`, keyed by the bare operation name.
+fn calls_of(report: &Value) -> BTreeMap<String, u64> {
+    let mut calls = BTreeMap::new();
+    for (op, n) in report["apiCalls"].as_object().into_iter().flatten() {
+        let bare = op.rsplit([':', '.']).next().unwrap_or(op).to_string();
+        *calls.entry(bare).or_default() += n.as_u64().unwrap_or(0);
+    }
+    calls
+}
+
+fn bench_stats() -> Value {
+    let mut response = ureq::get(format!("{}/autopilot-api/bench/stats", moto().endpoint)).call().expect("bench stats");
+    response.body_mut().read_json().expect("stats json")
+}
+
+fn build_world(shape: &Shape) -> f64 {
+    moto().reset();
+    let started = Instant::now();
+    let config = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(3600))).build();
+    ureq::Agent::new_with_config(config)
+        .post(format!("{}/autopilot-api/bench/world", moto().endpoint))
+        .send_json(shape.body())
+        .unwrap_or_else(|e| panic!("building the bench world: {e}"));
+    started.elapsed().as_secs_f64()
+}
+
+/// The arm64 bootstrap's size, and its deployment zip's (deflated, as `sam
+/// deploy` uploads it), or None when it is not built.
+fn bootstrap_sizes(function: &str) -> (Option<u64>, Option<u64>) {
+    let dir = std::env::var_os("BENCH_LAMBDA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/lambda"));
+    let path = dir.join(function).join("bootstrap");
+    let Ok(meta) = std::fs::metadata(&path) else { return (None, None) };
+    let script = "import io, sys, zipfile\nbuf = io.BytesIO()\nwith zipfile.ZipFile(buf, 'w', zipfile.ZIP_DEFLATED) as z:\n    z.write(sys.argv[1], 'bootstrap')\nprint(len(buf.getvalue()))";
+    let zipped = Command::new(tools_bin().join("python"))
+        .args(["-c", script])
+        .arg(&path)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok());
+    (Some(meta.len()), zipped)
+}
+
+/// One function invoked over the world: its report, wall time, peak RSS.
+fn run_function(function: &str, env: &[(&str, &str)], payload: &Value) -> (Value, f64, Option<u64>) {
+    let lambda = Lambda::start(function, env);
+    let started = Instant::now();
+    let report = lambda.invoke(payload).unwrap_or_else(|e| panic!("{function}: {e:?}"));
+    let wall = started.elapsed().as_secs_f64();
+    (report, wall, lambda.peak_rss_kib())
+}
+
+const FUNCTIONS: [&str; 4] = ["deploy-on-push", "log-groups", "prune-images", "quota-scan"];
+
+fn world() {
+    let shape = Shape::from_env();
+    let runs = env_number("BENCH_COLDSTART_RUNS", 20);
+    let mut rows: BTreeMap<&str, Value> = BTreeMap::new();
+
+    for function in FUNCTIONS {
+        eprintln!("[bench] {function}: cold start, {runs} runs");
+        let c = measure_coldstart(runs, &function_binary(function), &[], Listener::RuntimeApi);
+        let (bootstrap, zip) = bootstrap_sizes(function);
+        rows.insert(
+            function,
+            json!({"coldStartMs": {"median": c.median_ms, "min": c.min_ms, "p90": c.p90_ms, "max": c.max_ms, "runs": runs},
+                   "coldStartPeakRssKiB": c.peak_kib, "bootstrapBytes": bootstrap, "zipBytes": zip}),
+        );
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let images = shape.repositories * shape.images_each;
+    eprintln!(
+        "[bench] world: {} repositories x {} images, {} services in {} clusters",
+        shape.repositories, shape.images_each, shape.services, shape.clusters
+    );
+    let built = build_world(&shape);
+    eprintln!("[bench] world built in {built:.1} s");
+    let mut record = |function: &'static str, report: &Value, wall: f64, rss: Option<u64>| {
+        let calls = calls_of(report);
+        let bound = bounds(&shape, function);
+        let row = rows.get_mut(function).expect("row");
+        row["wallSeconds"] = json!(wall);
+        row["peakRssKiB"] = json!(rss);
+        row["apiCalls"] = json!(calls);
+        row["apiCallsTotal"] = json!(calls.values().sum::<u64>());
+        row["apiCallBound"] = json!(bound);
+        row["apiCallBoundTotal"] = json!(bound.values().sum::<usize>());
+    };
+    // Read-only first, then what writes: log groups, deletions, a rollout.
+    eprintln!("[bench] quota-scan");
+    let (report, wall, rss) = run_function("quota-scan", &[], &event("quota-scan-schedule.json"));
+    record("quota-scan", &report, wall, rss);
+    eprintln!("[bench] log-groups");
+    let (report, wall, rss) = run_function("log-groups", &[], &event("log-groups-schedule.json"));
+    record("log-groups", &report, wall, rss);
+    eprintln!("[bench] prune-images");
+    let prune_env = [("PRUNE_DEFAULT_MODE", "on"), ("PRUNE_MAX_DELETE_PERCENT", "100")];
+    let (report, wall, rss) = run_function("prune-images", &prune_env, &event("prune-images-schedule.json"));
+    record("prune-images", &report, wall, rss);
+    let ours_left = bench_stats()["images"].as_u64().unwrap_or(0);
+    let ours_deleted = report["imagesDeleted"].as_u64().unwrap_or(0);
+    eprintln!("[bench] deploy-on-push");
+    let pushed = runtime.block_on(async {
+        World::new().await.push_image_with_config("repo-00000", &["latest"], "arm64", "linux", "bench-push").await
+    });
+    let mut push = event("deploy-on-push-push.json");
+    push["detail"]["repository-name"] = json!("repo-00000");
+    push["detail"]["image-digest"] = json!(pushed.digest);
+    let (report, wall, rss) = run_function("deploy-on-push", &[], &push);
+    record("deploy-on-push", &report, wall, rss);
+    let rolled_out = report["services"]
+        .as_array()
+        .map_or(0, |services| services.iter().filter(|s| s["status"] == "updated").count());
+
+    eprintln!("[bench] boto3 peer: cold start, {runs} runs");
+    let python = tools_bin().join("python");
+    let script = workspace_root().join("tests/bench/boto3_prune.py").display().to_string();
+    let peer_cold = measure_coldstart(runs, &python, std::slice::from_ref(&script), Listener::AwsEndpoint);
+    let rebuilt = build_world(&shape);
+    eprintln!("[bench] boto3 peer: world rebuilt in {rebuilt:.1} s; prune");
+    let started = Instant::now();
+    let output = Command::new(&python)
+        .arg(&script)
+        .envs(moto().env())
+        .env("AWS_DEFAULT_REGION", REGION)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running the boto3 peer");
+    let peer_process = started.elapsed().as_secs_f64();
+    assert!(output.status.success(), "the boto3 peer failed: {}", output.status);
+    let peer: Value =
+        serde_json::from_slice(String::from_utf8_lossy(&output.stdout).lines().last().unwrap_or_default().as_bytes())
+            .expect("the boto3 peer's JSON");
+    let peer_left = bench_stats()["images"].as_u64().unwrap_or(0);
+    let peer_calls = calls_of(&peer);
+    let peer_row = json!({
+        "coldStartMs": {"median": peer_cold.median_ms, "min": peer_cold.min_ms, "p90": peer_cold.p90_ms, "max": peer_cold.max_ms, "runs": runs},
+        "coldStartPeakRssKiB": peer_cold.peak_kib,
+        "wallSeconds": peer["wallSeconds"], "processSeconds": peer_process,
+        "peakRssKiB": peer["peakRssKiB"], "apiCalls": peer_calls, "apiCallsTotal": peer_calls.values().sum::<u64>(),
+        "imagesDeleted": peer["imagesDeleted"], "imagesLeft": peer_left,
+    });
+    let prune = &rows["prune-images"];
+    let ratio = |ours: &Value, theirs: &Value| match (ours.as_f64(), theirs.as_f64()) {
+        (Some(a), Some(b)) if b > 0.0 => json!(a / b),
+        _ => Value::Null,
+    };
+    let ratios = json!({
+        "coldStart": ratio(&prune["coldStartMs"]["median"], &peer_row["coldStartMs"]["median"]),
+        "wall": ratio(&prune["wallSeconds"], &peer_row["wallSeconds"]),
+        "peakRss": ratio(&prune["peakRssKiB"], &peer_row["peakRssKiB"]),
+        "apiCalls": ratio(&prune["apiCallsTotal"], &peer_row["apiCallsTotal"]),
+    });
+    let results = json!({
+        "generatedAtEpochSeconds": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        "machine": {"cores": std::thread::available_parallelism().map_or(0, |n| n.get()), "arch": std::env::consts::ARCH},
+        "functionBinaries": function_binary("prune-images").parent().map(|p| p.display().to_string()),
+        "world": {"repositories": shape.repositories, "imagesEach": shape.images_each, "images": images,
+                  "services": shape.services, "clusters": shape.clusters, "seed": shape.seed, "buildSeconds": built},
+        "functions": rows,
+        "prune": {"imagesDeleted": ours_deleted, "imagesLeft": ours_left,
+                  "expectedDeletions": (0..shape.repositories).map(|r| shape.deletions(r)).sum::<usize>()},
+        "deployOnPush": {"rollouts": rolled_out, "expectedRollouts": shape.rollouts()},
+        "boto3Peer": peer_row,
+        "oursOverBoto3": ratios,
+        "targets": {"bootstrapBytes": 5_000_000, "zipBytes": 2_500_000, "coldStartMs": 10, "coldStartTimesFasterThanPeer": 25,
+                    "peakRssMiBAt100000Images": 40, "apiCallsOverBound": 1.10, "pruneTimesFasterThanPeer": 5},
+    });
+    let path = std::env::var_os("BENCH_JSON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/bench/results.json"));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("results directory");
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&results).expect("json")).expect("writing the results");
+    print_table(&results);
+    println!("JSON: {}", path.display());
+}
+
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (k, ch) in digits.chars().enumerate() {
+        if k > 0 && (digits.len() - k) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn print_table(results: &Value) {
+    let w = &results["world"];
+    println!(
+        "ecr-autopilot bench: {} repositories x {} images ({} images), {} services in {} clusters, on moto; {} cores; binaries in {}",
+        w["repositories"],
+        w["imagesEach"],
+        grouped(w["images"].as_u64().unwrap_or(0)),
+        w["services"],
+        w["clusters"],
+        results["machine"]["cores"],
+        results["functionBinaries"].as_str().unwrap_or("?")
+    );
+    let num = |v: &Value| v.as_u64().map_or("-".to_string(), grouped);
+    let mib = |v: &Value| v.as_f64().map_or("-".to_string(), |k| format!("{:.1}", k / 1024.0));
+    println!(
+        "{:<20} {:>11} {:>9} {:>11} {:>11} {:>10} {:>10} {:>7} {:>9}",
+        "", "cold start", "peak RSS", "bootstrap", "zip", "API calls", "bound", "/bound", "wall"
+    );
+    println!(
+        "{:<20} {:>11} {:>9} {:>11} {:>11} {:>10} {:>10} {:>7} {:>9}",
+        "function", "median ms", "MiB", "bytes", "bytes", "", "", "", "s"
+    );
+    let row = |name: &str, r: &Value| {
+        let over = match (r["apiCallsTotal"].as_f64(), r["apiCallBoundTotal"].as_f64()) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<20} {:>11} {:>9} {:>11} {:>11} {:>10} {:>10} {:>7} {:>9}",
+            name,
+            r["coldStartMs"]["median"].as_f64().map_or("-".into(), |m| format!("{m:.1}")),
+            mib(&r["peakRssKiB"]),
+            num(&r["bootstrapBytes"]),
+            num(&r["zipBytes"]),
+            num(&r["apiCallsTotal"]),
+            num(&r["apiCallBoundTotal"]),
+            over,
+            r["wallSeconds"].as_f64().map_or("-".into(), |s| format!("{s:.2}"))
+        );
+    };
+    for (name, r) in results["functions"].as_object().into_iter().flatten() {
+        row(name, r);
+    }
+    row("boto3 peer (prune)", &results["boto3Peer"]);
+    let q = &results["oursOverBoto3"];
+    let x = |v: &Value| v.as_f64().map_or("-".into(), |r| format!("{r:.3}x"));
+    println!(
+        "{:<20} {:>11} {:>9} {:>11} {:>11} {:>10} {:>10} {:>7} {:>9}",
+        "prune / boto3 peer",
+        x(&q["coldStart"]),
+        x(&q["peakRss"]),
+        "",
+        "",
+        x(&q["apiCalls"]),
+        "",
+        "",
+        x(&q["wall"])
+    );
+    println!(
+        "targets: bootstrap <= 5,000,000; zip <= 2,500,000; cold start <= 10 ms and >= 25x faster than the peer; \
+         peak RSS <= 40 MiB at 100,000 images; API calls <= 1.10 x bound; prune >= 5x faster than the peer"
+    );
+    let p = &results["prune"];
+    println!(
+        "check: prune deleted {} (world's policy expects {}), left {} images; the boto3 peer deleted {}, left {}; deploy-on-push rolled out {} of {}",
+        p["imagesDeleted"],
+        p["expectedDeletions"],
+        p["imagesLeft"],
+        results["boto3Peer"]["imagesDeleted"],
+        results["boto3Peer"]["imagesLeft"],
+        results["deployOnPush"]["rollouts"],
+        results["deployOnPush"]["expectedRollouts"]
+    );
+    for (name, r) in results["functions"].as_object().into_iter().flatten() {
+        let calls = r["apiCalls"].as_object().cloned().unwrap_or_default();
+        let bound = r["apiCallBound"].as_object().cloned().unwrap_or_default();
+        let mut off: Vec<String> = Vec::new();
+        for (op, n) in &calls {
+            let n = n.as_u64().unwrap_or(0);
+            match bound.get(op).and_then(Value::as_u64) {
+                Some(b) if n == b => {}
+                Some(b) => off.push(format!("{op} {n}/{b}")),
+                None => off.push(format!("{op} {n}/-")),
+            }
+        }
+        for (op, b) in &bound {
+            if !calls.contains_key(op) {
+                off.push(format!("{op} 0/{b}"));
+            }
+        }
+        if !off.is_empty() {
+            println!("calls/bound off by operation, {name}: {}", off.join(", "));
+        }
+    }
 }
