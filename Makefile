@@ -19,15 +19,24 @@ build: setup
 	cargo build --workspace --all-targets
 
 # The deployable artefacts: target/lambda/<function>/bootstrap, aarch64 ELF.
+# One package per build (`-p`): Cargo unifies the shared crate's features over
+# every package a command selects, so a single build of all four would link
+# every function against every SDK client (README, "Binary size").
 arm64: setup
-	cargo lambda build --release --arm64 $(addprefix --bin ,$(FUNCTIONS))
+	@for f in $(FUNCTIONS); do \
+		echo "cargo lambda build --release --arm64 -p $$f"; \
+		cargo lambda build --release --arm64 -p $$f || exit 1; \
+	done
 	$(MAKE) --no-print-directory check-arm64
 
 check-arm64:
 	@for f in $(FUNCTIONS); do scripts/check-arm64.sh target/lambda/$$f/bootstrap || exit 1; done
 
-# `sam build` builds in the source tree with `cargo lambda build --release
-# --arm64 --bin <function>` (SAM's rust-cargolambda method), so it reuses
+# `sam build` builds in the source tree, in each function's own directory
+# (its CodeUri, functions/<function>), with `cargo lambda build --release
+# --arm64 --bin <function>` (SAM's rust-cargolambda method): from a member's
+# directory Cargo selects that package alone, as `-p` does, so the features and
+# the binary are the same as `make arm64`'s, and it reuses the workspace's
 # target/ and what `make arm64` compiled, then copies each bootstrap into
 # .aws-sam/build/.
 sam-build: arm64

@@ -1,6 +1,6 @@
 """Prints the SAM template translated to plain CloudFormation, as JSON.
 
-Used by tests/template.rs: moto's CloudFormation ignores the SAM transform, so
+Used by tests/template.rs (with `--raw`, the template untranslated): moto's CloudFormation ignores the SAM transform, so
 we run the SAM translator (the same one `sam deploy` uses) offline. No AWS
 call: the region is fixed and no managed policy is looked up.
 """
@@ -23,6 +23,11 @@ class NoManagedPolicies:
 
 with open(sys.argv[1], encoding="utf-8") as f:
     template = yaml_parse(f.read())
+# `--raw`: the template as written (the build Metadata and CodeUri the
+# transform drops or replaces), for the tests that check how it is built.
+if sys.argv[2:] == ["--raw"]:
+    print(json.dumps(template, default=str, indent=1))
+    sys.exit(0)
 # `sam package` replaces local CodeUri paths with S3 locations before the
 # transform runs; do the same with a placeholder.
 for resource in template.get("Resources", {}).values():

@@ -45,6 +45,14 @@ fn translated() -> Value {
     serde_json::from_str(&text).expect("translator prints JSON")
 }
 
+/// template.yaml as written, not translated.
+fn raw() -> Value {
+    let script = workspace_root().join("tests/sam_translate.py");
+    let (ok, text) = run("python", &[script.to_str().expect("utf-8 path"), "template.yaml", "--raw"]);
+    assert!(ok, "reading template.yaml failed:\n{text}");
+    serde_json::from_str(&text).expect("the script prints JSON")
+}
+
 fn resources_of<'a>(template: &'a Value, kind: &str) -> Vec<(&'a String, &'a Value)> {
     template["Resources"].as_object().expect("Resources").iter().filter(|(_, r)| r["Type"] == kind).collect()
 }
@@ -93,6 +101,27 @@ fn every_function_is_arm64_al2023_json_logging_with_a_failure_destination() {
             .unwrap_or_else(|| panic!("{name}: no EventInvokeConfig"));
         let destination = &invoke_config["Properties"]["DestinationConfig"]["OnFailure"]["Destination"];
         assert_eq!(destination["Fn::GetAtt"][0], "FailureQueue", "{name}");
+    }
+}
+
+/// `sam build` must build each function the way `make arm64` does: one
+/// package, so Cargo enables only that function's features of the shared crate
+/// and links only the SDK clients it calls. SAM's rust-cargolambda method runs
+/// `cargo lambda build --bin <Binary>` in CodeUri; from the workspace root
+/// that would select every member and unify their features, from the member's
+/// own directory it selects that package alone.
+#[test]
+fn every_function_is_built_alone_from_its_own_package_directory() {
+    let template = raw();
+    let functions = resources_of(&template, "AWS::Serverless::Function");
+    assert!(!functions.is_empty(), "no function in template.yaml");
+    for (name, function) in functions {
+        assert_eq!(function["Metadata"]["BuildMethod"], "rust-cargolambda", "{name}");
+        let binary = function["Metadata"]["BuildProperties"]["Binary"].as_str().expect("Binary");
+        let code_uri = function["Properties"]["CodeUri"].as_str().expect("CodeUri");
+        assert_eq!(code_uri, format!("functions/{binary}"), "{name}");
+        let manifest = std::fs::read_to_string(workspace_root().join(code_uri).join("Cargo.toml")).expect("Cargo.toml");
+        assert!(manifest.contains(&format!("name = \"{binary}\"")), "{name}: {code_uri} builds no binary {binary}");
     }
 }
 
