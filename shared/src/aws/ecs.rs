@@ -27,8 +27,8 @@ pub const DESCRIBE_SERVICES_BATCH: usize = 10;
 /// DescribeServices calls in flight at once, per cluster. ECS throttles each
 /// account and region with token buckets (DescribeClusters: a burst of 50,
 /// refilled at 20 a second, per ECS's "Request throttling" page), and callers
-/// may read several clusters at once; past the bucket, the SDK's adaptive
-/// retry mode slows the client down instead of failing.
+/// may read several clusters at once; past the bucket, the SDK's retries
+/// back off (exponentially, with jitter) instead of failing.
 pub const DESCRIBE_SERVICES_CONCURRENCY: usize = 5;
 /// Page size for ListClusters, ListServices, ListTasks and
 /// ListTaskDefinitionFamilies: each API's maximum. Unasked, ECS returns 10.
