@@ -195,7 +195,7 @@ pub fn records(payload: &Value, queue_arn: Option<&str>) -> Result<Vec<Record>, 
             let text = |key: &str| r.get(key).and_then(Value::as_str).map(str::to_string);
             let message_id = text("messageId").ok_or_else(|| Error::malformed("SQS record without messageId"))?;
             let source = text("eventSourceARN").unwrap_or_default();
-            if source != queue_arn {
+            if without_partition(&source) != without_partition(queue_arn) {
                 return Err(Error::UnexpectedEvent(format!(
                     "SQS record {message_id} from {source:?}; this function consumes only {queue_arn}"
                 )));
@@ -208,6 +208,13 @@ pub fn records(payload: &Value, queue_arn: Option<&str>) -> Result<Vec<Record>, 
             Ok(Record { message_id, body: text("body").unwrap_or_default(), receive_count, queue_arn: source })
         })
         .collect()
+}
+
+/// An ARN after its partition (`aws`, `aws-cn`, `aws-us-gov`, …), which a
+/// queue URL does not tell.
+fn without_partition(arn: &str) -> Option<&str> {
+    let rest = arn.strip_prefix("arn:")?;
+    rest.split_once(':').map(|(_, after)| after)
 }
 
 /// The queue's ARN from its URL (`https://sqs.<region>.amazonaws.com/<account>/<name>`).
@@ -425,7 +432,10 @@ mod tests {
         assert!(!is_sqs_event(&json!({"source": "aws.events", "detail-type": "Scheduled Event"})));
         let got = records(&event(arn), Some(arn)).expect("ours");
         assert_eq!((got[0].message_id.as_str(), got[0].receive_count), ("m-1", 2));
+        let china = "arn:aws-cn:sqs:us-east-1:123456789012:prune-work";
+        assert_eq!(records(&event(china), Some(arn)).expect("ours, in another partition").len(), 1);
         let other = records(&event("arn:aws:sqs:us-east-1:123456789012:other"), Some(arn)).expect_err("not ours");
+        assert!(records(&event("not an arn"), Some(arn)).is_err());
         assert!(other.to_string().contains("consumes only"), "{other}");
         assert!(records(&event(arn), None).expect_err("no queue").to_string().contains("WORK_QUEUE_URL"));
     }
