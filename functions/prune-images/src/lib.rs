@@ -451,6 +451,19 @@ async fn prune_request(
             .collect()
             .await;
         report.repositories.extend(done);
+        // A fresh read that failed stops every deletion still to come.
+        if run.halted.lock().map(|h| h.is_some()).unwrap_or(true) {
+            break;
+        }
+    }
+    let pruned = report.repositories.len();
+    for repository in &repositories[pruned..] {
+        report.repositories.push(RepositoryReport {
+            repository: repository.name.clone(),
+            error: Some("not pruned: a fresh read of what is in use failed earlier in this run".into()),
+            retryable: true,
+            ..RepositoryReport::default()
+        });
     }
     report.in_use.reads = 1 + run.fresh.reads();
     report.in_use_failure = run.halted.lock().ok().and_then(|h| h.clone());
@@ -1170,6 +1183,25 @@ mod tests {
         let deadline = Deadline::in_(std::time::Duration::ZERO, std::time::Duration::from_secs(1));
         let error = handle_until(&d_, schedule(), deadline).await.expect_err("the queue refused");
         assert!(error.to_string().contains("queue unavailable"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_fresh_read_stops_the_chunks_still_to_come() {
+        let failure = SourceFailure::new(
+            Source::ServiceDeployment,
+            "us-east-1",
+            "ecs",
+            AwsError::unexpected("ListServiceDeployments", "down"),
+        );
+        // the first read works, the fresh read of the first chunk fails, any later one would work
+        let script = ScriptedInUse::new(vec![Ok(InUse::default()), Err(failure), Ok(InUse::default())]);
+        let d_ = deps_with(registries(REREAD_CHUNK as u32 + 3), script);
+        let report = prune(&d_, json!({"dryRun": false}), Deadline::none()).await.expect("reported");
+        assert_eq!(report.images_deleted, 0, "nothing deleted after the failed read");
+        assert_eq!(report.repositories.len(), REREAD_CHUNK + 3);
+        assert!(report.repositories.iter().all(|r| r.error.is_some()), "every repository says why");
+        assert!(report.repositories[REREAD_CHUNK].error.as_deref().is_some_and(|e| e.contains("failed earlier")));
+        assert!(report.in_use_failure.is_some());
     }
 
     #[tokio::test]
