@@ -173,6 +173,15 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
         Ok(Some(url.trim().to_string()))
     }
 
+    /// The fan-out settings of prune-images and quota-scan.
+    pub fn fanout(&self) -> Result<crate::fanout::Settings, Error> {
+        Ok(crate::fanout::Settings {
+            work_queue_url: self.work_queue_url()?,
+            batch_size: self.fanout_batch_size()?,
+            deadline_margin: self.deadline_margin(crate::deadline::DEFAULT_MARGIN_SECS)?,
+        })
+    }
+
     /// `FANOUT_BATCH_SIZE`: repositories per work-queue batch, and the most a
     /// run handles inline; 1 to 500, default 200.
     pub fn fanout_batch_size(&self) -> Result<usize, Error> {

@@ -23,6 +23,7 @@ use serde_json::Value;
 use tracing::{error, info, warn};
 
 use crate::deadline::Deadline;
+use crate::invocation::Response;
 use crate::ports::WorkQueue;
 use crate::telemetry::{Metrics, Unit};
 use crate::Error;
@@ -102,6 +103,60 @@ impl Batch {
             return Err(Error::malformed(format!("work-queue message: {bad:?} is not a repository name")));
         }
         Ok(batch)
+    }
+}
+
+/// A function's fan-out settings, read once at cold start
+/// ([`crate::config::Vars::fanout`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// `WORK_QUEUE_URL`: unset, every run is inline.
+    pub work_queue_url: Option<String>,
+    /// `FANOUT_BATCH_SIZE`: repositories per batch, and the most a run
+    /// handles inline.
+    pub batch_size: usize,
+    /// `DEADLINE_MARGIN_SECS`.
+    pub deadline_margin: std::time::Duration,
+}
+
+impl Settings {
+    /// The work queue's ARN in `region`, which its records must come from.
+    pub fn queue_arn(&self, region: &str) -> Option<String> {
+        self.work_queue_url.as_deref().and_then(|url| queue_arn(url, region))
+    }
+}
+
+/// Where a run stands in its cycle, for its report and summary (flattened
+/// into them): the batch it handled, the fan-out it made, what it deferred.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Scale {
+    /// The work-queue batch this run handled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchOf>,
+    /// The cycle was sent to the work queue; this run handled nothing itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<FanOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<Deferred>,
+}
+
+/// What an invocation of prune-images or quota-scan answers: a run's
+/// summary (or the rejection of an unusable EventBridge event), or for
+/// work-queue messages, the ones that failed.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Answer<R> {
+    Run(Box<Response<R>>),
+    Batches(BatchResponse),
+}
+
+impl<R> Answer<R> {
+    pub fn summary(self) -> Option<R> {
+        match self {
+            Answer::Run(response) => response.done(),
+            Answer::Batches(_) => None,
+        }
     }
 }
 

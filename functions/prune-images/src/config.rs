@@ -54,13 +54,8 @@ pub struct Config {
     pub concurrency: usize,
     /// `PROTECT_REGIONS`: where else consumers of our images live.
     pub protect_regions: Vec<String>,
-    /// `WORK_QUEUE_URL`: where a registry larger than one batch is fanned
-    /// out, and where repositories deferred near the deadline go.
-    pub work_queue_url: Option<String>,
-    /// `FANOUT_BATCH_SIZE`: repositories per batch.
-    pub batch_size: usize,
-    /// `DEADLINE_MARGIN_SECS`.
-    pub deadline_margin: std::time::Duration,
+    /// `WORK_QUEUE_URL`, `FANOUT_BATCH_SIZE` and `DEADLINE_MARGIN_SECS`.
+    pub fanout: autopilot::fanout::Settings,
 }
 
 impl Config {
@@ -89,9 +84,7 @@ impl Config {
             metrics_namespace: vars.metrics_namespace(),
             concurrency: vars.sweep_concurrency()?,
             protect_regions: vars.protect_regions()?,
-            work_queue_url: vars.work_queue_url()?,
-            batch_size: vars.fanout_batch_size()?,
-            deadline_margin: vars.deadline_margin(autopilot::deadline::DEFAULT_MARGIN_SECS)?,
+            fanout: vars.fanout()?,
         })
     }
 }
@@ -117,7 +110,7 @@ mod tests {
         assert_eq!(c.policy.rules.len(), 2);
         assert_eq!((c.max_delete_percent, c.default_mode, c.dry_run), (80, Mode::DryRun, false));
         assert_eq!(c.safety(), Safety { max_delete_percent: 80, min_age_seconds: 3600 });
-        assert_eq!((c.work_queue_url, c.batch_size, c.deadline_margin.as_secs()), (None, 200, 60));
+        assert_eq!((c.fanout.work_queue_url, c.fanout.batch_size, c.fanout.deadline_margin.as_secs()), (None, 200, 60));
     }
 
     #[test]

@@ -26,10 +26,10 @@ use tracing::{error, info, instrument, warn};
 
 use autopilot::aws::ApiCalls;
 use autopilot::deadline::Deadline;
-use autopilot::fanout::{self, BatchOf, BatchResponse, Cycle, Deferred, FanOut};
+use autopilot::fanout::{self, Answer, BatchResponse, Cycle, Scale};
 use autopilot::in_use::fresh::Fresh;
 use autopilot::in_use::{InUse, InUseReader, SourceFailureReport};
-use autopilot::invocation::{settle, Envelope, Response};
+use autopilot::invocation::{settle, Envelope};
 use autopilot::lifecycle::{Policy, StorageClass};
 use autopilot::origin::Origin;
 use autopilot::ports::{Registry, Repository, WorkQueue};
@@ -124,14 +124,8 @@ pub struct Report {
     pub dry_run: bool,
     /// `PRUNE_POLICY` or `request`.
     pub policy_source: &'static str,
-    /// The work-queue batch this run handled.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub batch: Option<BatchOf>,
-    /// The cycle was sent to the work queue; this run pruned nothing itself.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fan_out: Option<FanOut>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub deferred: Option<Deferred>,
+    #[serde(flatten)]
+    pub scale: Scale,
     pub in_use: InUseSummary,
     /// The source that could not be read; nothing was deleted after it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -156,12 +150,8 @@ pub struct Summary {
     pub trigger: &'static str,
     pub dry_run: bool,
     pub policy_source: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub batch: Option<BatchOf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fan_out: Option<FanOut>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub deferred: Option<Deferred>,
+    #[serde(flatten)]
+    pub scale: Scale,
     pub in_use: InUseSummary,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_use_failure: Option<SourceFailureReport>,
@@ -213,9 +203,7 @@ impl Report {
             trigger: self.trigger,
             dry_run: self.dry_run,
             policy_source: self.policy_source,
-            batch: self.batch.clone(),
-            fan_out: self.fan_out.clone(),
-            deferred: self.deferred.clone(),
+            scale: self.scale.clone(),
             in_use: self.in_use.clone(),
             in_use_failure: self.in_use_failure.clone(),
             repositories_seen: self.repositories.len(),
@@ -254,30 +242,11 @@ impl Report {
     }
 }
 
-/// What an invocation answers: a run's [`Summary`] (or the rejection of an
-/// unusable EventBridge event), or for work-queue messages, the ones that
-/// failed.
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-pub enum Answer {
-    Run(Box<Response<Summary>>),
-    Batches(BatchResponse),
-}
-
-impl Answer {
-    pub fn summary(self) -> Option<Summary> {
-        match self {
-            Answer::Run(response) => response.done(),
-            Answer::Batches(_) => None,
-        }
-    }
-}
-
 /// The invocation as Lambda sees it: work-queue messages ([`consume`]), or
 /// [`handle`] answered with the [`Summary`]; an EventBridge event that is
 /// not the schedule is rejected ([`autopilot::invocation`]) rather than
 /// failed and retried.
-pub async fn invoke(deps: &Deps, payload: Value, deadline: Deadline) -> Result<Answer, Error> {
+pub async fn invoke(deps: &Deps, payload: Value, deadline: Deadline) -> Result<Answer<Summary>, Error> {
     if fanout::is_sqs_event(&payload) {
         return consume(deps, &payload, deadline).await.map(Answer::Batches);
     }
@@ -289,7 +258,7 @@ pub async fn invoke(deps: &Deps, payload: Value, deadline: Deadline) -> Result<A
 /// Work-queue messages ([`fanout::consume`]): each batch pruned like a
 /// run of its own, failing when [`handle`] would.
 pub async fn consume(deps: &Deps, payload: &Value, deadline: Deadline) -> Result<BatchResponse, Error> {
-    let queue_arn = deps.config.work_queue_url.as_deref().and_then(|url| fanout::queue_arn(url, &deps.region));
+    let queue_arn = deps.config.fanout.queue_arn(&deps.region);
     let namespace = &deps.config.metrics_namespace;
     fanout::consume("prune-images", namespace, queue_arn.as_deref(), payload, deadline, |batch| async move {
         let request = Request::of_batch(batch)?;
@@ -362,9 +331,7 @@ async fn prune_request(
         trigger: request.trigger,
         dry_run,
         policy_source,
-        batch: request.batch.clone(),
-        fan_out: None,
-        deferred: None,
+        scale: Scale { batch: request.batch.clone(), ..Scale::default() },
         in_use: InUseSummary {
             regions: autopilot::in_use::protect_regions(&deps.config.protect_regions, &deps.region),
             ..InUseSummary::default()
@@ -386,9 +353,10 @@ async fn prune_request(
         if let (Some(origin), Some(first)) = (&origin, names.first()) {
             origin.check_account(&first.registry_id, &format!("this registry (repository {})", first.name))?;
         }
-        if names.len() > deps.config.batch_size {
+        if names.len() > deps.config.fanout.batch_size {
             let names: Vec<String> = names.into_iter().map(|r| r.name).collect();
-            report.fan_out = Some(fanout::fan_out(&**queue, &cycle, &names, deps.config.batch_size).await?);
+            report.scale.fan_out =
+                Some(fanout::fan_out(&**queue, &cycle, &names, deps.config.fanout.batch_size).await?);
             report.api_calls = deps.api_calls.since(&calls_before);
             emit(&report, &deps.config);
             return Ok(report);
@@ -510,8 +478,8 @@ async fn describe(deps: &Deps, request: &Request) -> Result<Vec<Repository>, Err
 async fn hand_off(deps: &Deps, cycle: &Cycle, report: &mut Report, deadline: Deadline) -> Result<(), Error> {
     let names: Vec<String> = report.repositories.iter().filter(|r| r.deferred).map(|r| r.repository.clone()).collect();
     let (deferred, sent) =
-        fanout::hand_off(deps.queue.as_deref(), cycle, &names, deps.config.batch_size, deadline).await;
-    report.deferred = deferred;
+        fanout::hand_off(deps.queue.as_deref(), cycle, &names, deps.config.fanout.batch_size, deadline).await;
+    report.scale.deferred = deferred;
     sent
 }
 
@@ -525,13 +493,13 @@ fn emit(report: &Report, config: &Config) {
         .put("RepositoriesFailed", report.repositories_failed as f64, Unit::Count)
         .put("InUseUnreadable", if report.in_use_failure.is_some() { 1.0 } else { 0.0 }, Unit::Count)
         .put("ApiCalls", report.api_calls.values().sum::<u64>() as f64, Unit::Count)
-        .put("RepositoriesDeferred", report.deferred.as_ref().map_or(0, |d| d.repositories) as f64, Unit::Count)
+        .put("RepositoriesDeferred", report.scale.deferred.as_ref().map_or(0, |d| d.repositories) as f64, Unit::Count)
         .property("dryRun", Value::Bool(report.dry_run));
-    if let Some(fan_out) = &report.fan_out {
+    if let Some(fan_out) = &report.scale.fan_out {
         metrics.put("BatchesQueued", fan_out.batches as f64, Unit::Count);
         metrics.property("cycle", Value::String(fan_out.cycle.clone()));
     }
-    if let Some(batch) = &report.batch {
+    if let Some(batch) = &report.scale.batch {
         metrics.property("cycle", Value::String(batch.cycle.clone()));
     }
     metrics.emit();
@@ -852,6 +820,7 @@ mod tests {
     use autopilot::fakes::{FakeQueue, FakeRegistries, FakeRegistry, ScriptedInUse};
     use autopilot::fanout::{Batch, ItemFailure};
     use autopilot::in_use::{Source, SourceFailure, User};
+    use autopilot::invocation::Response;
     use autopilot::prune::RepoImage;
     use autopilot::AwsError;
     use serde_json::json;
@@ -1110,7 +1079,7 @@ mod tests {
             queue,
         );
         let report = handle(&d_, schedule()).await.expect("fanned out");
-        let fan_out = report.fan_out.clone().expect("fan-out");
+        let fan_out = report.scale.fan_out.clone().expect("fan-out");
         assert_eq!((fan_out.cycle.as_str(), fan_out.repositories, fan_out.batches), ("evt-7", 5, 3));
         assert!(report.repositories.is_empty() && report.images_deleted == 0, "the batches do the work");
         let batches = sent_batches(&sent);
@@ -1128,7 +1097,7 @@ mod tests {
             queue,
         );
         let report = handle(&d_, schedule()).await.expect("pruned");
-        assert!(report.fan_out.is_none());
+        assert!(report.scale.fan_out.is_none());
         assert_eq!(report.images_deleted, 2);
         assert!(sent.lock().expect("sent").is_empty());
     }
@@ -1157,13 +1126,13 @@ mod tests {
         let deadline = Deadline::in_(std::time::Duration::from_secs(5), std::time::Duration::from_secs(60));
         let report = handle_until(&d_, schedule(), deadline).await.expect("deferred, not failed");
         assert_eq!(report.images_deleted, 0, "no repository was started");
-        let deferred = report.deferred.clone().expect("deferred");
+        let deferred = report.scale.deferred.clone().expect("deferred");
         assert_eq!((deferred.repositories, deferred.handed_off), (3, true));
         assert!(report.repositories.iter().all(|r| r.deferred && r.deleted.is_empty()));
         let batches = sent_batches(&sent);
         assert_eq!(batches.len(), 1);
         assert!(batches[0].deferred && batches[0].repositories.len() == 3 && batches[0].cycle == "evt-7");
-        assert_eq!(report.summary().deferred.map(|d| d.repositories), Some(3));
+        assert_eq!(report.summary().scale.deferred.map(|d| d.repositories), Some(3));
     }
 
     #[tokio::test]
@@ -1171,7 +1140,7 @@ mod tests {
         let d_ = deps_with(registries(2), ScriptedInUse::always(InUse::default()));
         let deadline = Deadline::in_(std::time::Duration::ZERO, std::time::Duration::from_secs(1));
         let report = handle_until(&d_, json!({"dryRun": false}), deadline).await.expect("deferred");
-        let deferred = report.deferred.expect("deferred");
+        let deferred = report.scale.deferred.expect("deferred");
         assert_eq!((deferred.repositories, deferred.handed_off), (2, false));
         assert_eq!(deferred.millis_left, Some(0));
     }
@@ -1344,9 +1313,7 @@ mod tests {
             trigger: "schedule",
             dry_run: false,
             policy_source: "PRUNE_POLICY",
-            batch: None,
-            fan_out: None,
-            deferred: None,
+            scale: Scale::default(),
             in_use: InUseSummary::default(),
             in_use_failure: None,
             repositories_failed: repositories.iter().filter(|r| r.error.is_some()).count(),

@@ -11,12 +11,13 @@ use prune_images::{invoke, Config, Deps};
 async fn main() -> Result<(), Error> {
     let start = cold_start(Config::from_env).await?;
     let regions = protect_regions(&start.config.protect_regions, &start.region);
-    let margin = start.config.deadline_margin;
+    let margin = start.config.fanout.deadline_margin;
     let deps = Deps {
         in_use: Box::new(in_use_sources(&start.sdk, &start.api_calls, &regions, start.config.concurrency)),
         ecr: Box::new(EcrAdapter::new(&start.sdk, &start.api_calls)),
         queue: start
             .config
+            .fanout
             .work_queue_url
             .as_deref()
             .map(|url| Box::new(SqsWorkQueue::new(&start.sdk, &start.api_calls, url)) as Box<dyn WorkQueue>),

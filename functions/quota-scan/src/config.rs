@@ -33,13 +33,8 @@ pub struct Config {
     /// prune-images deletes in a repository without an `autopilot:prune`
     /// tag, for the audit's "two deleters" finding.
     pub prune_default_mode: String,
-    /// `WORK_QUEUE_URL`: where a registry larger than one batch is fanned
-    /// out, and where repositories deferred near the deadline go.
-    pub work_queue_url: Option<String>,
-    /// `FANOUT_BATCH_SIZE`: repositories per batch.
-    pub batch_size: usize,
-    /// `DEADLINE_MARGIN_SECS`.
-    pub deadline_margin: std::time::Duration,
+    /// `WORK_QUEUE_URL`, `FANOUT_BATCH_SIZE` and `DEADLINE_MARGIN_SECS`.
+    pub fanout: autopilot::fanout::Settings,
 }
 
 impl Config {
@@ -83,9 +78,7 @@ impl Config {
             protect_regions: vars.protect_regions()?,
             metrics_namespace: vars.metrics_namespace(),
             prune_default_mode,
-            work_queue_url: vars.work_queue_url()?,
-            batch_size: vars.fanout_batch_size()?,
-            deadline_margin: vars.deadline_margin(autopilot::deadline::DEFAULT_MARGIN_SECS)?,
+            fanout: vars.fanout()?,
         })
     }
 }

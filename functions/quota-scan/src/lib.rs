@@ -28,9 +28,9 @@ use autopilot::audit::NativePolicy;
 use autopilot::audit::{self, AuditInput, RepositoryAudit};
 use autopilot::aws::ApiCalls;
 use autopilot::deadline::Deadline;
-use autopilot::fanout::{self, BatchOf, BatchResponse, Cycle, Deferred, FanOut};
+use autopilot::fanout::{self, Answer, BatchOf, BatchResponse, Cycle, Scale};
 use autopilot::in_use::{InUse, InUseReader, SourceFailureReport};
-use autopilot::invocation::{is_eventbridge, settle, Envelope, Response};
+use autopilot::invocation::{is_eventbridge, settle, Envelope};
 use autopilot::ports::{Registry, Repository, RepositoryPolicies, WorkQueue};
 use autopilot::prune::{RepoImage, TAG_PRUNE};
 use autopilot::quota::{self, Status};
@@ -121,16 +121,11 @@ pub struct Report {
     pub trigger: &'static str,
     /// A preview: no metrics were published.
     pub dry_run: bool,
-    /// The work-queue batch this run scanned: `registry` then holds this
-    /// batch's share, and the registry's figures are the sum over the
-    /// cycle's batches (`BatchStorageBytes`, README "Scale").
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub batch: Option<BatchOf>,
-    /// The cycle was sent to the work queue; this run scanned nothing itself.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fan_out: Option<FanOut>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub deferred: Option<Deferred>,
+    /// With a batch, `registry` holds that batch's share, and the registry's
+    /// figures are the sum over the cycle's batches (`BatchStorageBytes`,
+    /// README "Scale").
+    #[serde(flatten)]
+    pub scale: Scale,
     pub warn_percent: u32,
     pub images_per_repository_quota: u64,
     pub registry: RegistryUsage,
@@ -153,12 +148,8 @@ pub struct Summary {
     pub function: &'static str,
     pub trigger: &'static str,
     pub dry_run: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub batch: Option<BatchOf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fan_out: Option<FanOut>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub deferred: Option<Deferred>,
+    #[serde(flatten)]
+    pub scale: Scale,
     pub warn_percent: u32,
     pub images_per_repository_quota: u64,
     pub registry: RegistryUsage,
@@ -197,9 +188,7 @@ impl Report {
             function: self.function,
             trigger: self.trigger,
             dry_run: self.dry_run,
-            batch: self.batch.clone(),
-            fan_out: self.fan_out.clone(),
-            deferred: self.deferred.clone(),
+            scale: self.scale.clone(),
             warn_percent: self.warn_percent,
             images_per_repository_quota: self.images_per_repository_quota,
             registry: self.registry.clone(),
@@ -220,21 +209,11 @@ impl Report {
     }
 }
 
-/// What an invocation answers: a run's [`Summary`] (or the rejection of an
-/// unusable EventBridge event), or for work-queue messages, the ones that
-/// failed.
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-pub enum Answer {
-    Run(Box<Response<Summary>>),
-    Batches(BatchResponse),
-}
-
 /// The invocation as Lambda sees it: work-queue messages ([`consume`]), or
 /// [`handle`] answered with the [`Summary`]; an EventBridge event that is
 /// not the schedule is rejected ([`autopilot::invocation`]) rather than
 /// failed and retried.
-pub async fn invoke(deps: &Deps, payload: Value, deadline: Deadline) -> Result<Answer, Error> {
+pub async fn invoke(deps: &Deps, payload: Value, deadline: Deadline) -> Result<Answer<Summary>, Error> {
     if fanout::is_sqs_event(&payload) {
         return consume(deps, &payload, deadline).await.map(Answer::Batches);
     }
@@ -246,7 +225,7 @@ pub async fn invoke(deps: &Deps, payload: Value, deadline: Deadline) -> Result<A
 /// Work-queue messages ([`fanout::consume`]): each batch scanned like a run
 /// of its own.
 pub async fn consume(deps: &Deps, payload: &Value, deadline: Deadline) -> Result<BatchResponse, Error> {
-    let queue_arn = deps.config.work_queue_url.as_deref().and_then(|url| fanout::queue_arn(url, &deps.region));
+    let queue_arn = deps.config.fanout.queue_arn(&deps.region);
     let namespace = &deps.config.metrics_namespace;
     fanout::consume("quota-scan", namespace, queue_arn.as_deref(), payload, deadline, |batch| async move {
         let request = Request {
@@ -336,16 +315,14 @@ async fn scan_request(deps: &Deps, request: Request, deadline: Deadline) -> Resu
     // over: the batches scan, each reading what is in use itself.
     if let (Some(queue), true) = (&deps.queue, batch.is_none() && names.is_empty()) {
         let all = deps.ecr.repositories(&[], false).await?;
-        if all.len() > deps.config.batch_size {
+        if all.len() > deps.config.fanout.batch_size {
             let all: Vec<String> = all.into_iter().map(|r| r.name).collect();
-            let fan_out = fanout::fan_out(&**queue, &cycle, &all, deps.config.batch_size).await?;
+            let fan_out = fanout::fan_out(&**queue, &cycle, &all, deps.config.fanout.batch_size).await?;
             let report = Report {
                 function: "quota-scan",
                 trigger,
                 dry_run,
-                batch: None,
-                fan_out: Some(fan_out),
-                deferred: None,
+                scale: Scale { fan_out: Some(fan_out), ..Scale::default() },
                 warn_percent: q.warn_percent,
                 images_per_repository_quota: q.images_per_repository,
                 registry: registry_usage(&[], &deps.config),
@@ -356,7 +333,7 @@ async fn scan_request(deps: &Deps, request: Request, deadline: Deadline) -> Resu
             };
             if !dry_run {
                 let mut m = Metrics::new(&deps.config.metrics_namespace).dimension("Function", "quota-scan");
-                m.put("BatchesQueued", report.fan_out.as_ref().map_or(0, |f| f.batches) as f64, Unit::Count);
+                m.put("BatchesQueued", report.scale.fan_out.as_ref().map_or(0, |f| f.batches) as f64, Unit::Count);
                 m.emit();
             }
             info!(summary = %serde_json::to_string(&report.summary()).unwrap_or_default(), "done: fanned out");
@@ -410,14 +387,12 @@ async fn scan_request(deps: &Deps, request: Request, deadline: Deadline) -> Resu
     }
     let audit = audit_totals(&usages, uses.is_some());
     let (deferred, handed) =
-        fanout::hand_off(deps.queue.as_deref(), &cycle, &deferred_names, deps.config.batch_size, deadline).await;
+        fanout::hand_off(deps.queue.as_deref(), &cycle, &deferred_names, deps.config.fanout.batch_size, deadline).await;
     let report = Report {
         function: "quota-scan",
         trigger,
         dry_run,
-        batch,
-        fan_out: None,
-        deferred,
+        scale: Scale { batch, fan_out: None, deferred },
         warn_percent: q.warn_percent,
         images_per_repository_quota: q.images_per_repository,
         registry,
@@ -605,7 +580,7 @@ fn audit_totals(usages: &[RepositoryUsage], in_use_known: bool) -> AuditTotals {
 /// repository (dimension `Repository`) for the largest `METRICS_TOP_REPOSITORIES`.
 pub fn metrics(report: &Report, config: &Config) -> Vec<Metrics> {
     let mut registry = Metrics::new(&config.metrics_namespace).dimension("Function", report.function);
-    if let Some(batch) = &report.batch {
+    if let Some(batch) = &report.scale.batch {
         // One batch's share: the registry is their sum over the cycle
         // (the storage alarm's metric math adds them up).
         registry
@@ -621,7 +596,7 @@ pub fn metrics(report: &Report, config: &Config) -> Vec<Metrics> {
             .put("RegistryReclaimableBytes", report.registry.reclaimable_bytes as f64, Unit::Bytes);
     }
     registry
-        .put("RepositoriesDeferred", report.deferred.as_ref().map_or(0, |d| d.repositories) as f64, Unit::Count)
+        .put("RepositoriesDeferred", report.scale.deferred.as_ref().map_or(0, |d| d.repositories) as f64, Unit::Count)
         .put("ApiCalls", report.api_calls.values().sum::<u64>() as f64, Unit::Count)
         // Every run: the alarm on its absence tells a scan that stopped
         // running from a registry with nothing to report.
@@ -698,9 +673,7 @@ mod tests {
             function: "quota-scan",
             trigger: "schedule",
             dry_run: false,
-            batch: None,
-            fan_out: None,
-            deferred: None,
+            scale: Scale::default(),
             warn_percent: 80,
             images_per_repository_quota: 100_000,
             registry: registry(),
@@ -733,9 +706,7 @@ mod tests {
             function: "quota-scan",
             trigger: "schedule",
             dry_run: false,
-            batch: None,
-            fan_out: None,
-            deferred: None,
+            scale: Scale::default(),
             warn_percent: 80,
             images_per_repository_quota: 100_000,
             registry: registry(),
@@ -814,7 +785,7 @@ mod tests {
         let (queue, sent) = FakeQueue::new();
         let d = deps(5, &[("FANOUT_BATCH_SIZE", "2")], Some(queue));
         let report = handle(&d, schedule()).await.expect("fanned out");
-        assert_eq!(report.fan_out.as_ref().map(|f| (f.batches, f.repositories)), Some((3, 5)));
+        assert_eq!(report.scale.fan_out.as_ref().map(|f| (f.batches, f.repositories)), Some((3, 5)));
         assert!(report.repositories.is_empty());
         let bodies = sent.lock().expect("sent").clone();
         let batch = autopilot::fanout::Batch::parse("quota-scan", &bodies[2]).expect("ours");
@@ -851,7 +822,7 @@ mod tests {
         let deadline = Deadline::in_(std::time::Duration::ZERO, std::time::Duration::from_secs(1));
         let report = handle_until(&d, schedule(), deadline).await.expect("deferred");
         assert!(report.repositories.is_empty(), "nothing half scanned");
-        assert_eq!(report.deferred.as_ref().map(|x| (x.repositories, x.handed_off)), Some((3, true)));
+        assert_eq!(report.scale.deferred.as_ref().map(|x| (x.repositories, x.handed_off)), Some((3, true)));
         assert_eq!(report.registry.storage_bytes, 0);
         assert!(autopilot::fanout::Batch::parse("quota-scan", &sent.lock().expect("sent")[0]).expect("ours").deferred);
     }
