@@ -24,7 +24,7 @@ use tracing::{error, info, warn};
 
 use crate::deadline::Deadline;
 use crate::invocation::Response;
-use crate::ports::WorkQueue;
+use crate::ports::{Registry, Repository, WorkQueue};
 use crate::telemetry::{Metrics, Unit};
 use crate::Error;
 
@@ -395,6 +395,36 @@ where
         }
     }
     Ok(response)
+}
+
+/// The named repositories (every one when `names` is empty), with their tags
+/// when `with_tags`. A repository a batch names (`in_batch`) that has been
+/// deleted since the cycle began is left out, not an error: the cycle's
+/// other repositories still need handling. Named by hand, a missing one is
+/// `NotFound`.
+pub async fn describe(
+    registry: &dyn Registry,
+    names: &[String],
+    with_tags: bool,
+    in_batch: bool,
+) -> Result<Vec<Repository>, Error> {
+    let not_found = |e: &crate::AwsError| e.code_is("RepositoryNotFoundException");
+    match registry.repositories(names, with_tags).await {
+        Ok(found) => Ok(found),
+        Err(e) if not_found(&e) && in_batch => {
+            let mut found = Vec::with_capacity(names.len());
+            for name in names {
+                match registry.repositories(std::slice::from_ref(name), with_tags).await {
+                    Ok(one) => found.extend(one),
+                    Err(e) if not_found(&e) => info!(repository = %name, "deleted since the cycle began"),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(found)
+        }
+        Err(e) if not_found(&e) => Err(Error::NotFound(format!("repository in {names:?}: {}", e.message))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The answer to an SQS event: the messages that failed and must come back.

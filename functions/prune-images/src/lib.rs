@@ -362,7 +362,7 @@ async fn prune_request(
             return Ok(report);
         }
     }
-    let repositories = describe(deps, &request).await?;
+    let repositories = fanout::describe(&*deps.ecr, &request.repositories, true, request.batch.is_some()).await?;
     info!(repositories = repositories.len(), millis_left = deadline.millis_left(), "listed");
     // A scheduled event from another account prunes nothing here.
     if let (Some(origin), Some(first)) = (&origin, repositories.first()) {
@@ -447,31 +447,6 @@ async fn prune_request(
     emit(&report, &deps.config);
     handed?;
     Ok(report)
-}
-
-/// The named repositories, or every one. A repository named by a batch that
-/// has been deleted since the cycle began is left out, not an error: the
-/// cycle's other repositories still need pruning.
-async fn describe(deps: &Deps, request: &Request) -> Result<Vec<Repository>, Error> {
-    let not_found = |e: &autopilot::AwsError| e.code_is("RepositoryNotFoundException");
-    match deps.ecr.repositories(&request.repositories, true).await {
-        Ok(found) => Ok(found),
-        Err(e) if not_found(&e) && request.batch.is_some() => {
-            let mut found = Vec::with_capacity(request.repositories.len());
-            for name in &request.repositories {
-                match deps.ecr.repositories(std::slice::from_ref(name), true).await {
-                    Ok(one) => found.extend(one),
-                    Err(e) if not_found(&e) => info!(repository = %name, "deleted since the cycle began"),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Ok(found)
-        }
-        Err(e) if not_found(&e) => {
-            Err(Error::NotFound(format!("repository in {:?}: {}", request.repositories, e.message)))
-        }
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// The repositories this run did not start ([`fanout::hand_off`]).

@@ -340,7 +340,7 @@ async fn scan_request(deps: &Deps, request: Request, deadline: Deadline) -> Resu
             return Ok(report);
         }
     }
-    let repositories = describe(deps, &names, batch.is_some()).await?;
+    let repositories = fanout::describe(&*deps.ecr, &names, false, batch.is_some()).await?;
     let (uses, in_use_failure) = match deps.in_use.read().await {
         Ok(uses) => (Some(uses), None),
         Err(failure) => {
@@ -430,28 +430,6 @@ fn registry_usage(usages: &[RepositoryUsage], config: &Config) -> RegistryUsage 
         reclaimable_bytes,
         storage_bytes_after_prune: after,
         storage_percent_after_prune: quota::percent(after, q.storage_bytes),
-    }
-}
-
-/// The named repositories, or every one. A repository a batch names that
-/// has been deleted since the cycle began is left out.
-async fn describe(deps: &Deps, names: &[String], batch: bool) -> Result<Vec<Repository>, Error> {
-    let not_found = |e: &autopilot::AwsError| e.code_is("RepositoryNotFoundException");
-    match deps.ecr.repositories(names, false).await {
-        Ok(found) => Ok(found),
-        Err(e) if not_found(&e) && batch => {
-            let mut found = Vec::with_capacity(names.len());
-            for name in names {
-                match deps.ecr.repositories(std::slice::from_ref(name), false).await {
-                    Ok(one) => found.extend(one),
-                    Err(e) if not_found(&e) => info!(repository = %name, "deleted since the cycle began"),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Ok(found)
-        }
-        Err(e) if not_found(&e) => Err(Error::NotFound(format!("repository in {names:?}: {}", e.message))),
-        Err(e) => Err(e.into()),
     }
 }
 
