@@ -307,3 +307,45 @@ async fn an_untagged_child_younger_than_the_age_floor_survives_a_count_rule() {
         assert!(left.contains(&child.digest), "child {} of a push in flight was deleted", child.digest);
     }
 }
+
+/// Signatures (OCI referrers) follow their subject: the kept `latest` keeps
+/// its old untagged signature, an expired image takes its own along. moto,
+/// through our launcher, names each referrer's subject in DescribeImages as
+/// ECR does (`subjectManifestDigest`), so no ListImageReferrers is asked.
+/// Then a Helm chart, an artifact without a subject, could be a referrer
+/// DescribeImages says nothing of: the next run asks ListImageReferrers and
+/// keeps what it keeps.
+#[tokio::test]
+async fn signatures_follow_their_subject_without_a_referrers_call_per_image() {
+    const SIGNATURE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+    let _serial = serial().await;
+    let r = registry().await;
+    moto().set_clock("-5d");
+    let latest_signature = r.world.push_referrer("users", &r.latest, SIGNATURE, "sig-latest").await;
+    let doomed_signature = r.world.push_referrer("users", &r.old_untagged[0], SIGNATURE, "sig-u1").await;
+    moto().set_clock("+0d");
+    let lambda = Lambda::start("prune-images", &[("PRUNE_DEFAULT_MODE", "on")]);
+    let report = lambda.invoke_detailed(&event("prune-images-schedule.json")).expect("prune");
+    let users = users(&report);
+
+    let deleted = strings(&users["deleted"]);
+    assert!(deleted.contains(&doomed_signature), "{report:#}");
+    assert!(deleted.contains(&r.old_untagged[0].digest), "{report:#}");
+    assert!(!deleted.contains(&latest_signature), "{report:#}");
+    let now = digests(&r.world, "users").await;
+    assert!(now.contains(&latest_signature) && !now.contains(&doomed_signature));
+    let kept =
+        users["protected"].as_array().expect("protected").iter().find(|p| p["digest"] == latest_signature.as_str());
+    assert!(kept.is_some_and(|p| p["reason"].as_str().is_some_and(|why| why.contains("referrer"))), "{report:#}");
+    assert_eq!(report["apiCalls"].get("ListImageReferrers"), None, "{report:#}");
+
+    // A Helm chart says nothing of a subject: the plan asks for referrers.
+    moto().set_clock("-5d");
+    let chart = r.world.push_artifact("users", "application/vnd.cncf.helm.config.v1+json", "chart").await;
+    moto().set_clock("+0d");
+    let again = lambda.invoke_detailed(&event("prune-images-schedule.json")).expect("second run");
+    let asked = again["apiCalls"]["ListImageReferrers"].as_u64().unwrap_or_default();
+    assert!(asked >= 1, "{again:#}");
+    assert!(strings(&self::users(&again)["deleted"]).contains(&chart), "{again:#}");
+    assert!(digests(&r.world, "users").await.contains(&latest_signature), "the signature of latest stays");
+}

@@ -36,6 +36,12 @@ pub struct RepoImage {
     pub last_pulled_at: Option<i64>,
     pub size_bytes: Option<i64>,
     pub media_type: Option<String>,
+    /// `artifactMediaType`: the config media type (or the manifest's
+    /// `artifactType`), which tells a container image from an artifact.
+    pub artifact_type: Option<String>,
+    /// `subjectManifestDigest`: for a referrer (signature, SBOM,
+    /// attestation), the image it refers to.
+    pub subject: Option<String>,
     /// From `imageStatus`: ACTIVE is standard, ARCHIVED is archive.
     pub storage_class: StorageClass,
     /// `lastArchivedAt`: when it last moved to archive.
@@ -53,6 +59,18 @@ impl RepoImage {
     /// pullable, so BatchGetImage cannot read it.
     pub fn is_archived(&self) -> bool {
         self.storage_class == StorageClass::Archive
+    }
+
+    /// Could this row be a referrer whose subject DescribeImages did not
+    /// name? Not an index, no `subjectManifestDigest`, and not known to be a
+    /// container image by its config: an artifact (a Helm chart, a signature
+    /// pushed before ECR reported subjects) or a row with no artifact type.
+    /// Such a row makes the planner ask ListImageReferrers instead of
+    /// trusting DescribeImages alone ([`crate::snapshot::plan_repository`]).
+    pub fn may_hide_its_subject(&self) -> bool {
+        !self.is_index()
+            && self.subject.is_none()
+            && !self.artifact_type.as_deref().is_some_and(crate::media::is_image_config_media_type)
     }
 
     /// What a lifecycle rule sees of this image.

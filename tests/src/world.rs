@@ -326,19 +326,19 @@ impl World {
     /// `subject`, untagged, as cosign and oras do with the referrers API.
     /// Returns its digest.
     pub async fn push_referrer(&self, repository: &str, subject: &Pushed, artifact_type: &str, seed: &str) -> String {
-        let blob = format!("sha256:{}", hex::encode(Sha256::digest(format!("{repository}/{seed}/blob").as_bytes())));
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "artifactType": artifact_type,
-            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2,
-                       "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},
-            "layers": [{"mediaType": "application/octet-stream", "size": 512, "digest": blob}],
-            "subject": {"mediaType": OCI_MANIFEST, "digest": subject.digest, "size": subject.size},
-            "annotations": {"org.opencontainers.image.created": "2026-01-01T00:00:00Z"},
-        })
-        .to_string();
-        self.put(repository, &manifest, OCI_MANIFEST, None).await
+        let mut manifest = artifact_manifest(repository, seed);
+        manifest["artifactType"] = artifact_type.into();
+        manifest["subject"] =
+            serde_json::json!({"mediaType": OCI_MANIFEST, "digest": subject.digest, "size": subject.size});
+        self.put(repository, &manifest.to_string(), OCI_MANIFEST, None).await
+    }
+
+    /// Pushes an OCI artifact that refers to nothing (a Helm chart, say),
+    /// untagged, its config of media type `config_type`. Returns its digest.
+    pub async fn push_artifact(&self, repository: &str, config_type: &str, seed: &str) -> String {
+        let mut manifest = artifact_manifest(repository, seed);
+        manifest["config"]["mediaType"] = config_type.into();
+        self.put(repository, &manifest.to_string(), OCI_MANIFEST, None).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -448,4 +448,18 @@ impl World {
             .filter_map(|i| Some((i.image_digest()?.to_string(), i.image_tags().to_vec())))
             .collect()
     }
+}
+
+/// An OCI artifact manifest with an empty config and one layer, unique to
+/// `repository` and `seed`.
+fn artifact_manifest(repository: &str, seed: &str) -> serde_json::Value {
+    let blob = format!("sha256:{}", hex::encode(Sha256::digest(format!("{repository}/{seed}/blob").as_bytes())));
+    serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2,
+                   "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},
+        "layers": [{"mediaType": "application/octet-stream", "size": 512, "digest": blob}],
+        "annotations": {"org.opencontainers.image.created": "2026-01-01T00:00:00Z"},
+    })
 }

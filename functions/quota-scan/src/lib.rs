@@ -447,7 +447,8 @@ async fn scan(deps: &Deps, repository: &Repository, uses: Option<&InUse>, now: i
         uses.unwrap_or(&empty),
         now,
         c.safety(),
-        // Referrers cost one call per image; the figures leave them out.
+        // Referrers DescribeImages names count; asking ListImageReferrers
+        // costs one call per image, and the figures do without it.
         false,
     )
     .await?;

@@ -204,6 +204,8 @@ impl Registry for EcrAdapter {
                     last_pulled_at: d.last_recorded_pull_time().map(|t| t.secs()),
                     size_bytes: d.image_size_in_bytes(),
                     media_type: d.image_manifest_media_type().map(String::from),
+                    artifact_type: d.artifact_media_type().map(String::from),
+                    subject: d.subject_manifest_digest().map(String::from),
                     storage_class: storage_class_of(d.image_status()),
                     archived_at: d.last_archived_at().map(|t| t.secs()),
                     activated_at: d.last_activated_at().map(|t| t.secs()),
