@@ -43,33 +43,58 @@ pub const DESCRIBE_TASKS_BATCH: usize = 100;
 /// DescribeTaskDefinition).
 pub const DESCRIBED_CACHE_SIZE: usize = 256;
 
+/// How many task-definition revisions and service revisions the "in use"
+/// read keeps: both are immutable, so a later read in the same run (the
+/// fresh read before deleting) or a later batch in the same warm container
+/// needs no second DescribeTaskDefinition or DescribeServiceRevisions. The
+/// bound keeps a long-lived container's memory flat (a few hundred bytes an
+/// entry).
+pub const IMMUTABLE_CACHE_SIZE: usize = 4_096;
+
 pub struct EcsAdapter {
     client: Client,
-    described: Mutex<Described>,
+    described: Mutex<Bounded<FullTaskDefinition>>,
+    /// Task definitions the "in use" read described, by a name that pins a
+    /// revision (`family:N` or its ARN); a family name alone is not kept.
+    revisions: Mutex<Bounded<TaskDefinition>>,
+    /// Service revisions by ARN.
+    service_revisions: Mutex<Bounded<ServiceRevision>>,
 }
 
-/// The bounded cache of full task definitions, oldest first out.
-#[derive(Default)]
-struct Described {
-    entries: HashMap<String, FullTaskDefinition>,
+/// A bounded map, the oldest entry out first.
+struct Bounded<V> {
+    entries: HashMap<String, V>,
     order: VecDeque<String>,
+    capacity: usize,
 }
 
-impl Described {
-    fn get(&self, arn: &str) -> Option<FullTaskDefinition> {
-        self.entries.get(arn).cloned()
+impl<V: Clone> Bounded<V> {
+    fn new(capacity: usize) -> Self {
+        Bounded { entries: HashMap::new(), order: VecDeque::new(), capacity }
     }
 
-    fn insert(&mut self, arn: String, full: FullTaskDefinition) {
-        if self.entries.insert(arn.clone(), full).is_none() {
-            self.order.push_back(arn);
+    fn get(&self, key: &str) -> Option<V> {
+        self.entries.get(key).cloned()
+    }
+
+    fn insert(&mut self, key: String, value: V) {
+        if self.entries.insert(key.clone(), value).is_none() {
+            self.order.push_back(key);
         }
-        while self.order.len() > DESCRIBED_CACHE_SIZE {
+        while self.order.len() > self.capacity {
             if let Some(oldest) = self.order.pop_front() {
                 self.entries.remove(&oldest);
             }
         }
     }
+}
+
+/// Does this task-definition name pin one revision (`family:7`, or an ARN
+/// ending in `:7`)? Only such a name always describes the same thing.
+fn pins_a_revision(name: &str) -> bool {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    last.rsplit_once(':')
+        .is_some_and(|(family, n)| !family.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 impl EcsAdapter {
@@ -87,7 +112,12 @@ impl EcsAdapter {
     }
 
     pub fn from_client(client: Client) -> Self {
-        EcsAdapter { client, described: Mutex::new(Described::default()) }
+        EcsAdapter {
+            client,
+            described: Mutex::new(Bounded::new(DESCRIBED_CACHE_SIZE)),
+            revisions: Mutex::new(Bounded::new(IMMUTABLE_CACHE_SIZE)),
+            service_revisions: Mutex::new(Bounded::new(IMMUTABLE_CACHE_SIZE)),
+        }
     }
 }
 
@@ -361,8 +391,21 @@ impl EcsUsage for EcsAdapter {
     }
 
     async fn service_revisions(&self, arns: &[String]) -> Result<Vec<ServiceRevision>, AwsError> {
-        let mut revisions = Vec::with_capacity(arns.len());
-        for batch in arns.chunks(DESCRIBE_DEPLOYMENTS_BATCH) {
+        // A service revision never changes: those read before are not asked again.
+        let (mut revisions, unread): (Vec<ServiceRevision>, Vec<String>) = {
+            let known = self.service_revisions.lock().ok();
+            let mut found = Vec::with_capacity(arns.len());
+            let mut unread = Vec::new();
+            for arn in arns {
+                match known.as_ref().and_then(|k| k.get(arn)) {
+                    Some(revision) => found.push(revision),
+                    None => unread.push(arn.clone()),
+                }
+            }
+            (found, unread)
+        };
+        let first_new = revisions.len();
+        for batch in unread.chunks(DESCRIBE_DEPLOYMENTS_BATCH) {
             let output = self
                 .client
                 .describe_service_revisions()
@@ -386,6 +429,11 @@ impl EcsUsage for EcsAdapter {
                         .collect(),
                 })
             }));
+        }
+        if let Ok(mut known) = self.service_revisions.lock() {
+            for revision in &revisions[first_new..] {
+                known.insert(revision.arn.clone(), revision.clone());
+            }
         }
         Ok(revisions)
     }
@@ -456,6 +504,13 @@ impl EcsUsage for EcsAdapter {
     }
 
     async fn task_definition(&self, name: &str) -> Result<Option<TaskDefinition>, AwsError> {
+        // A pinned revision never changes; a family name follows its latest.
+        let pinned = pins_a_revision(name);
+        if pinned {
+            if let Some(known) = self.revisions.lock().ok().and_then(|c| c.get(name)) {
+                return Ok(Some(known));
+            }
+        }
         let result = self.client.describe_task_definition().task_definition(name).send().await;
         let output = match result {
             Ok(output) => output,
@@ -470,7 +525,11 @@ impl EcsUsage for EcsAdapter {
                 return Err(error);
             }
         };
-        Ok(output.task_definition.as_ref().and_then(|td| to_task_definition(td, &[])))
+        let described = output.task_definition.as_ref().and_then(|td| to_task_definition(td, &[]));
+        if let (true, Some(td), Ok(mut known)) = (pinned, &described, self.revisions.lock()) {
+            known.insert(name.to_string(), td.clone());
+        }
+        Ok(described)
     }
 }
 
@@ -943,8 +1002,8 @@ mod tests {
     /// definitions must not grow with each (issue: memory in warm containers).
     #[test]
     fn the_described_cache_is_bounded_and_drops_the_oldest() {
-        let mut cache = Described::default();
-        let full = || (aws_sdk_ecs::types::TaskDefinition::builder().build(), Vec::new());
+        let mut cache = Bounded::new(DESCRIBED_CACHE_SIZE);
+        let full = || (aws_sdk_ecs::types::TaskDefinition::builder().build(), Vec::<Tag>::new());
         for n in 0..DESCRIBED_CACHE_SIZE + 50 {
             cache.insert(format!("users:{n}"), full());
         }
@@ -1055,5 +1114,65 @@ mod tests {
         assert!(same_task_definition(&first.task_definition, "users:1"));
         assert_eq!(first.containers[0].2.as_deref(), Some(format!("sha256:{}", "01".repeat(32)).as_str()));
         assert_eq!(revisions.num_calls(), 1, "one DescribeServiceRevisions for both");
+    }
+
+    /// Revisions never change, so the "in use" read describes each once per
+    /// container: the fresh read before deleting, and a later batch, ask
+    /// again only for a family name (which follows its latest revision) and
+    /// for revisions not seen yet.
+    #[tokio::test]
+    async fn pinned_task_definitions_and_service_revisions_are_described_once() {
+        use aws_sdk_ecs::operation::describe_service_revisions::DescribeServiceRevisionsOutput;
+        use aws_sdk_ecs::operation::describe_task_definition::DescribeTaskDefinitionOutput;
+        use aws_sdk_ecs::types::ServiceRevision as R;
+        let td = mock!(Client::describe_task_definition).then_output(|| {
+            DescribeTaskDefinitionOutput::builder()
+                .task_definition(
+                    aws_sdk_ecs::types::TaskDefinition::builder()
+                        .task_definition_arn("arn:aws:ecs:us-east-1:123456789012:task-definition/users:4")
+                        .family("users")
+                        .revision(4)
+                        .build(),
+                )
+                .build()
+        });
+        let revision_arn = |n: u8| format!("arn:aws:ecs:us-east-1:123456789012:service-revision/prod/users/{n}");
+        let revisions = mock!(Client::describe_service_revisions).then_output(move || {
+            DescribeServiceRevisionsOutput::builder()
+                .service_revisions(R::builder().service_revision_arn(revision_arn(1)).build())
+                .service_revisions(R::builder().service_revision_arn(revision_arn(2)).build())
+                .build()
+        });
+        let ecs = EcsAdapter::from_client(mock_client!(aws_sdk_ecs, RuleMode::MatchAny, [&td, &revisions]));
+        for _ in 0..3 {
+            let read = EcsUsage::task_definition(&ecs, "users:4").await.expect("read").expect("found");
+            assert_eq!(read.revision, 4);
+        }
+        EcsUsage::task_definition(&ecs, "arn:aws:ecs:us-east-1:123456789012:task-definition/users:4")
+            .await
+            .expect("read");
+        assert_eq!(td.num_calls(), 2, "once per pinned name");
+        for _ in 0..2 {
+            EcsUsage::task_definition(&ecs, "users").await.expect("read");
+        }
+        assert_eq!(td.num_calls(), 4, "a family name is asked every time");
+
+        let both = [revision_arn(1), revision_arn(2)];
+        let first = EcsUsage::service_revisions(&ecs, &both).await.expect("read");
+        let again = EcsUsage::service_revisions(&ecs, &both).await.expect("read");
+        assert_eq!(first.len(), 2);
+        assert_eq!(again.len(), 2);
+        assert_eq!(revisions.num_calls(), 1, "the second read comes from what the first found");
+    }
+
+    #[test]
+    fn a_name_pins_a_revision_when_it_ends_in_one() {
+        for pinned in ["users:4", "arn:aws:ecs:us-east-1:123456789012:task-definition/users:12"] {
+            assert!(pins_a_revision(pinned), "{pinned}");
+        }
+        for family in ["users", "arn:aws:ecs:us-east-1:123456789012:task-definition/users", ":4", "users:", "users:v4"]
+        {
+            assert!(!pins_a_revision(family), "{family}");
+        }
     }
 }
