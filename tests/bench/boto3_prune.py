@@ -126,5 +126,8 @@ if __name__ == "__main__":
     result = handler({}, None)
     result["wallSeconds"] = round(time.monotonic() - started, 3)
     result["apiCalls"] = dict(sorted(CALLS.items()))
-    result["peakRssKiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["peakRssKiB"] = usage.ru_maxrss
+    # CPU time of this process (user + system) since it started, imports included.
+    result["cpuSeconds"] = round(usage.ru_utime + usage.ru_stime, 3)
     print(json.dumps(result))

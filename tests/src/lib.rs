@@ -577,13 +577,27 @@ impl Lambda {
 
     /// The function process's peak resident set (VmHWM), in KiB, while it runs.
     pub fn peak_rss_kib(&self) -> Option<u64> {
-        // The guard's only child is the function process.
-        let guard = self.function.id();
-        let children = std::fs::read_to_string(format!("/proc/{guard}/task/{guard}/children")).ok()?;
-        let pid = children.split_whitespace().next()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.function_pid()?)).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
         line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// The CPU time (user + system) the function process has used so far, in
+    /// seconds (`/proc/<pid>/stat`, in clock ticks of 1/100 s).
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.function_pid()?)).ok()?;
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(ticks as f64 / 100.0)
+    }
+
+    /// The function process: the guard's only child.
+    fn function_pid(&self) -> Option<String> {
+        let guard = self.function.id();
+        let children = std::fs::read_to_string(format!("/proc/{guard}/task/{guard}/children")).ok()?;
+        children.split_whitespace().next().map(String::from)
     }
 
     fn function_alive(&mut self) -> bool {

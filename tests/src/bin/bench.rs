@@ -644,13 +644,14 @@ fn bootstrap_sizes(function: &str) -> (Option<u64>, Option<u64>) {
     (Some(meta.len()), zipped)
 }
 
-/// One function invoked over the world: its report, wall time, peak RSS.
-fn run_function(function: &str, env: &[(&str, &str)], payload: &Value) -> (Value, f64, Option<u64>) {
+/// One function invoked over the world: its report, wall time, peak RSS and
+/// the CPU time its process used (start-up included).
+fn run_function(function: &str, env: &[(&str, &str)], payload: &Value) -> (Value, f64, Option<u64>, Option<f64>) {
     let lambda = Lambda::start(function, env);
     let started = Instant::now();
     let report = lambda.invoke(payload).unwrap_or_else(|e| panic!("{function}: {e:?}"));
     let wall = started.elapsed().as_secs_f64();
-    (report, wall, lambda.peak_rss_kib())
+    (report, wall, lambda.peak_rss_kib(), lambda.cpu_seconds())
 }
 
 const FUNCTIONS: [&str; 4] = ["deploy-on-push", "log-groups", "prune-images", "quota-scan"];
@@ -679,12 +680,13 @@ fn world() {
     );
     let built = build_world(&shape);
     eprintln!("[bench] world built in {built:.1} s");
-    let mut record = |function: &'static str, report: &Value, wall: f64, rss: Option<u64>| {
+    let mut record = |function: &'static str, report: &Value, wall: f64, rss: Option<u64>, cpu: Option<f64>| {
         let calls = calls_of(report);
         let bound = bounds(&shape, function);
         let row = rows.get_mut(function).expect("row");
         row["wallSeconds"] = json!(wall);
         row["peakRssKiB"] = json!(rss);
+        row["cpuSeconds"] = json!(cpu);
         row["apiCalls"] = json!(calls);
         row["apiCallsTotal"] = json!(calls.values().sum::<u64>());
         row["apiCallBound"] = json!(bound);
@@ -692,15 +694,15 @@ fn world() {
     };
     // Read-only first, then what writes: log groups, deletions, a rollout.
     eprintln!("[bench] quota-scan");
-    let (report, wall, rss) = run_function("quota-scan", &[], &event("quota-scan-schedule.json"));
-    record("quota-scan", &report, wall, rss);
+    let (report, wall, rss, cpu) = run_function("quota-scan", &[], &event("quota-scan-schedule.json"));
+    record("quota-scan", &report, wall, rss, cpu);
     eprintln!("[bench] log-groups");
-    let (report, wall, rss) = run_function("log-groups", &[], &event("log-groups-schedule.json"));
-    record("log-groups", &report, wall, rss);
+    let (report, wall, rss, cpu) = run_function("log-groups", &[], &event("log-groups-schedule.json"));
+    record("log-groups", &report, wall, rss, cpu);
     eprintln!("[bench] prune-images");
     let prune_env = [("PRUNE_DEFAULT_MODE", "on"), ("PRUNE_MAX_DELETE_PERCENT", "100")];
-    let (report, wall, rss) = run_function("prune-images", &prune_env, &event("prune-images-schedule.json"));
-    record("prune-images", &report, wall, rss);
+    let (report, wall, rss, cpu) = run_function("prune-images", &prune_env, &event("prune-images-schedule.json"));
+    record("prune-images", &report, wall, rss, cpu);
     let ours_left = bench_stats()["images"].as_u64().unwrap_or(0);
     let ours_deleted = report["imagesDeleted"].as_u64().unwrap_or(0);
     eprintln!("[bench] deploy-on-push");
@@ -710,8 +712,8 @@ fn world() {
     let mut push = event("deploy-on-push-push.json");
     push["detail"]["repository-name"] = json!("repo-00000");
     push["detail"]["image-digest"] = json!(pushed.digest);
-    let (report, wall, rss) = run_function("deploy-on-push", &[], &push);
-    record("deploy-on-push", &report, wall, rss);
+    let (report, wall, rss, cpu) = run_function("deploy-on-push", &[], &push);
+    record("deploy-on-push", &report, wall, rss, cpu);
     let rolled_out = report["services"]
         .as_array()
         .map_or(0, |services| services.iter().filter(|s| s["status"] == "updated").count());
@@ -741,7 +743,7 @@ fn world() {
         "coldStartMs": {"median": peer_cold.median_ms, "min": peer_cold.min_ms, "p90": peer_cold.p90_ms, "max": peer_cold.max_ms, "runs": runs},
         "coldStartPeakRssKiB": peer_cold.peak_kib,
         "wallSeconds": peer["wallSeconds"], "processSeconds": peer_process,
-        "peakRssKiB": peer["peakRssKiB"], "apiCalls": peer_calls, "apiCallsTotal": peer_calls.values().sum::<u64>(),
+        "peakRssKiB": peer["peakRssKiB"], "cpuSeconds": peer["cpuSeconds"], "apiCalls": peer_calls, "apiCallsTotal": peer_calls.values().sum::<u64>(),
         "imagesDeleted": peer["imagesDeleted"], "imagesLeft": peer_left,
     });
     let prune = &rows["prune-images"];
@@ -752,6 +754,7 @@ fn world() {
     let ratios = json!({
         "coldStart": ratio(&prune["coldStartMs"]["median"], &peer_row["coldStartMs"]["median"]),
         "wall": ratio(&prune["wallSeconds"], &peer_row["wallSeconds"]),
+        "cpu": ratio(&prune["cpuSeconds"], &peer_row["cpuSeconds"]),
         "peakRss": ratio(&prune["peakRssKiB"], &peer_row["peakRssKiB"]),
         "apiCalls": ratio(&prune["apiCallsTotal"], &peer_row["apiCallsTotal"]),
     });
@@ -808,12 +811,12 @@ fn print_table(results: &Value) {
     let num = |v: &Value| v.as_u64().map_or("-".to_string(), grouped);
     let mib = |v: &Value| v.as_f64().map_or("-".to_string(), |k| format!("{:.1}", k / 1024.0));
     println!(
-        "{:<20} {:>11} {:>9} {:>11} {:>11} {:>10} {:>10} {:>7} {:>9}",
-        "", "cold start", "peak RSS", "bootstrap", "zip", "API calls", "bound", "/bound", "wall"
+        "{:<20} {:>11} {:>9} {:>11} {:>11} {:>10} {:>10} {:>7} {:>9} {:>8}",
+        "", "cold start", "peak RSS", "bootstrap", "zip", "API calls", "bound", "/bound", "wall", "CPU"
     );
     println!(
-        "{:<20} {:>11} {:>9} {:>11} {:>11} {:>10} {:>10} {:>7} {:>9}",
-        "function", "median ms", "MiB", "bytes", "bytes", "", "", "", "s"
+        "{:<20} {:>11} {:>9} {:>11} {:>11} {:>10} {:>10} {:>7} {:>9} {:>8}",
+        "function", "median ms", "MiB", "bytes", "bytes", "", "", "", "s", "s"
     );
     let row = |name: &str, r: &Value| {
         let over = match (r["apiCallsTotal"].as_f64(), r["apiCallBoundTotal"].as_f64()) {
@@ -821,7 +824,7 @@ fn print_table(results: &Value) {
             _ => "-".into(),
         };
         println!(
-            "{:<20} {:>11} {:>9} {:>11} {:>11} {:>10} {:>10} {:>7} {:>9}",
+            "{:<20} {:>11} {:>9} {:>11} {:>11} {:>10} {:>10} {:>7} {:>9} {:>8}",
             name,
             r["coldStartMs"]["median"].as_f64().map_or("-".into(), |m| format!("{m:.1}")),
             mib(&r["peakRssKiB"]),
@@ -830,7 +833,8 @@ fn print_table(results: &Value) {
             num(&r["apiCallsTotal"]),
             num(&r["apiCallBoundTotal"]),
             over,
-            r["wallSeconds"].as_f64().map_or("-".into(), |s| format!("{s:.2}"))
+            r["wallSeconds"].as_f64().map_or("-".into(), |s| format!("{s:.2}")),
+            r["cpuSeconds"].as_f64().map_or("-".into(), |s| format!("{s:.2}"))
         );
     };
     for (name, r) in results["functions"].as_object().into_iter().flatten() {
@@ -840,7 +844,7 @@ fn print_table(results: &Value) {
     let q = &results["oursOverBoto3"];
     let x = |v: &Value| v.as_f64().map_or("-".into(), |r| format!("{r:.3}x"));
     println!(
-        "{:<20} {:>11} {:>9} {:>11} {:>11} {:>10} {:>10} {:>7} {:>9}",
+        "{:<20} {:>11} {:>9} {:>11} {:>11} {:>10} {:>10} {:>7} {:>9} {:>8}",
         "prune / boto3 peer",
         x(&q["coldStart"]),
         x(&q["peakRss"]),
@@ -849,7 +853,8 @@ fn print_table(results: &Value) {
         x(&q["apiCalls"]),
         "",
         "",
-        x(&q["wall"])
+        x(&q["wall"]),
+        x(&q["cpu"])
     );
     println!(
         "targets: bootstrap <= 5,000,000; zip <= 2,500,000; cold start <= 10 ms and >= 25x faster than the peer; \
