@@ -8,7 +8,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 FUNCTIONS := deploy-on-push log-groups prune-images quota-scan
 
-.PHONY: setup build arm64 check-arm64 sam-build deploy demo test unit e2e bench lint faults
+.PHONY: setup build arm64 check-arm64 sam-build deploy demo test unit e2e bench bench-cycle lint faults
 
 setup:
 	bash scripts/setup.sh
@@ -77,3 +77,7 @@ lint: setup
 # (scripts/bench.sh lists them and their small defaults).
 bench: build arm64
 	bash scripts/bench.sh
+
+# One prune-images cycle fanned out over a work queue (README, "Benchmarks").
+bench-cycle: build
+	AUTOPILOT_INVOKE_TIMEOUT_SECS=$${AUTOPILOT_INVOKE_TIMEOUT_SECS:-3600} ./target/debug/bench cycle

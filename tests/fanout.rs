@@ -16,148 +16,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use autopilot_e2e::queue::EventSourceMapping;
 use autopilot_e2e::world::World;
-use autopilot_e2e::{enable_fake_clock, event, moto, serial, FaultProxy, Lambda, REGION};
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use autopilot_e2e::{enable_fake_clock, event, moto, serial, FaultProxy, Lambda};
 use serde_json::{json, Value};
 
 const POLICY: &str = r#"{"rules":[{"rulePriority":1,"description":"keep the newest image","selection":{"tagStatus":"any","countType":"imageCountMoreThan","countNumber":1},"action":{"type":"expire"}}]}"#;
 const DESCRIBE_IMAGES: &str = "AmazonEC2ContainerRegistry_V20150921.DescribeImages";
-
-/// Lambda's SQS poller, for one queue and one function, one message a time.
-struct EventSourceMapping {
-    sqs: aws_sdk_sqs::Client,
-    url: String,
-    arn: String,
-    dead_letter_url: String,
-}
-
-/// One delivery: the batch it carried, and whether the function failed it.
-#[derive(Debug)]
-struct Delivery {
-    batch: Value,
-    failed: bool,
-}
-
-impl EventSourceMapping {
-    /// A work queue (visibility 1 s, so a failed batch is back quickly) with
-    /// a dead-letter queue after `max_receives` receives.
-    async fn create(name: &str, max_receives: u32) -> EventSourceMapping {
-        let sqs = aws_sdk_sqs::Client::new(&moto().sdk_config().await);
-        let dead_letter_url = sqs
-            .create_queue()
-            .queue_name(format!("{name}-dlq"))
-            .send()
-            .await
-            .expect("create dead-letter queue")
-            .queue_url
-            .expect("url");
-        let dead_letter_arn = queue_arn(&sqs, &dead_letter_url).await;
-        let redrive = json!({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": max_receives}).to_string();
-        let url = sqs
-            .create_queue()
-            .queue_name(name)
-            .attributes(QueueAttributeName::VisibilityTimeout, "1")
-            .attributes(QueueAttributeName::RedrivePolicy, redrive)
-            .send()
-            .await
-            .expect("create work queue")
-            .queue_url
-            .expect("url");
-        let arn = queue_arn(&sqs, &url).await;
-        EventSourceMapping { sqs, url, arn, dead_letter_url }
-    }
-
-    /// Receives one message and hands it to `lambda` as Lambda would; `None`
-    /// when the queue has nothing visible.
-    async fn deliver_one(&self, lambda: &Lambda) -> Option<Delivery> {
-        let received = self
-            .sqs
-            .receive_message()
-            .queue_url(&self.url)
-            .max_number_of_messages(1)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .send()
-            .await
-            .expect("receive");
-        let message = received.messages().first()?.clone();
-        let id = message.message_id().expect("id").to_string();
-        let body = message.body().unwrap_or_default().to_string();
-        let attributes: BTreeMap<String, String> = message
-            .attributes()
-            .map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), v.clone())).collect())
-            .unwrap_or_default();
-        let event = json!({"Records": [{
-            "messageId": id,
-            "receiptHandle": message.receipt_handle().unwrap_or_default(),
-            "body": body,
-            "attributes": attributes,
-            "messageAttributes": {},
-            "md5OfBody": message.md5_of_body().unwrap_or_default(),
-            "eventSource": "aws:sqs",
-            "eventSourceARN": self.arn,
-            "awsRegion": REGION,
-        }]});
-        let answer = lambda.invoke(&event).unwrap_or_else(|e| panic!("SQS invocation failed: {e:?}"));
-        let failures =
-            answer["batchItemFailures"].as_array().unwrap_or_else(|| panic!("no batchItemFailures: {answer}"));
-        let failed = failures.iter().any(|f| f["itemIdentifier"] == id.as_str());
-        if !failed {
-            self.sqs
-                .delete_message()
-                .queue_url(&self.url)
-                .receipt_handle(message.receipt_handle().unwrap_or_default())
-                .send()
-                .await
-                .expect("delete");
-        }
-        Some(Delivery { batch: serde_json::from_str(&body).unwrap_or(Value::Null), failed })
-    }
-
-    /// Delivers until the queue stays empty past the visibility timeout.
-    async fn drain(&self, lambda: &Lambda, on_delivery: impl Fn(usize)) -> Vec<Delivery> {
-        let mut deliveries = Vec::new();
-        let mut idle = 0;
-        while idle < 3 {
-            on_delivery(deliveries.len());
-            match self.deliver_one(lambda).await {
-                Some(delivery) => {
-                    idle = 0;
-                    deliveries.push(delivery);
-                    assert!(deliveries.len() < 50, "the queue does not drain: {deliveries:?}");
-                }
-                None => {
-                    idle += 1;
-                    tokio::time::sleep(Duration::from_millis(800)).await;
-                }
-            }
-        }
-        deliveries
-    }
-
-    async fn dead_letters(&self) -> usize {
-        let out = self
-            .sqs
-            .receive_message()
-            .queue_url(&self.dead_letter_url)
-            .max_number_of_messages(10)
-            .send()
-            .await
-            .expect("receive dead letters");
-        out.messages().len()
-    }
-}
-
-async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("queue attributes");
-    out.attributes().and_then(|a| a.get(&QueueAttributeName::QueueArn)).expect("QueueArn").clone()
-}
 
 /// `count` repositories, each with an image pushed five days ago (tagged
 /// `build-1`) and a newer one (`latest`, `build-2`): the policy expires the
@@ -223,7 +88,7 @@ async fn a_registry_in_three_batches_is_pruned_whole_and_a_failed_batch_alone_is
 
     // The second delivery fails: every DescribeImages call answers 503.
     let deliveries = mapping
-        .drain(&lambda, |n| match n {
+        .drain(&lambda, 49, |n| match n {
             1 => proxy.plan(json!([{"operation": DESCRIBE_IMAGES, "calls": "all", "kind": "503"}])),
             2 => proxy.clear(),
             _ => {}
@@ -317,7 +182,7 @@ async fn near_its_deadline_a_run_hands_the_repositories_it_did_not_start_to_the_
     // The deferred batch, consumed without a deadline, prunes the rest.
     proxy.clear();
     let consumer = Lambda::start("prune-images", &env);
-    let deliveries = mapping.drain(&consumer, |_| {}).await;
+    let deliveries = mapping.drain(&consumer, 49, |_| {}).await;
     assert_eq!(deliveries.len(), 1, "{deliveries:?}");
     assert_eq!(deliveries[0].batch["deferred"], true);
     assert_eq!(deliveries[0].batch["dryRun"], false, "the cycle's decision travels with the batch");

@@ -17,6 +17,7 @@
 //!
 //! Tests that share moto hold [`serial`] and call [`Moto::reset`] first.
 
+pub mod queue;
 pub mod snapshot;
 pub mod tables;
 pub mod world;

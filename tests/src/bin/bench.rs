@@ -12,6 +12,12 @@
 //!   boto3 peer (`tests/bench/boto3_prune.py`) on a fresh copy of the same
 //!   world, and the ratios. Prints one table and writes JSON to `BENCH_JSON`
 //!   (default target/bench/results.json).
+//! - `bench cycle`: prune-images over the same world (`BENCH_*`) as one
+//!   scheduled cycle fanned out over a work queue on moto's SQS, with Lambda's
+//!   event source mapping stood in for (`autopilot_e2e::queue`), one batch at
+//!   a time; prints batches, deliveries, repositories and images covered, API
+//!   calls, peak RSS and wall time per batch and in all. JSON to `BENCH_JSON`
+//!   (default target/bench/cycle.json).
 //! - `bench coldstart RUNS PROGRAM [ARGS…]`: time from spawning the function
 //!   to its first Runtime API request (`GET …/invocation/next`), which covers
 //!   process start, config validation, the aws-config load and client set-up.
@@ -43,6 +49,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use autopilot_e2e::queue::EventSourceMapping;
 use autopilot_e2e::world::World;
 use autopilot_e2e::{event, function_binary, moto, tools_bin, workspace_root, Lambda, REGION};
 use serde_json::{json, Value};
@@ -58,6 +65,7 @@ fn main() {
         Some("quota") if args.len() == 3 => quota(&args[1], &args[2]),
         Some("registry") if args.len() >= 4 => registry(&args[1], &args[2], &args[3..]),
         Some("world") if args.len() == 1 => world(),
+        Some("cycle") if args.len() == 1 => cycle(),
         _ => {
             eprintln!(
                 "usage: bench world | bench coldstart RUNS PROGRAM [ARGS...] | bench sweep CLUSTERS SERVICES_PER_CLUSTER | \
@@ -892,4 +900,100 @@ fn print_table(results: &Value) {
             println!("calls/bound off by operation, {name}: {}", off.join(", "));
         }
     }
+}
+
+/// One cycle of prune-images over the world through its work queue.
+fn cycle() {
+    let shape = Shape::from_env();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    eprintln!(
+        "[bench] cycle: {} repositories x {} images, {} services in {} clusters",
+        shape.repositories, shape.images_each, shape.services, shape.clusters
+    );
+    let built = build_world(&shape);
+    let images_before = bench_stats()["images"].as_u64().unwrap_or(0);
+    let mapping = runtime.block_on(EventSourceMapping::create("prune-work", 3));
+    let env =
+        [("PRUNE_DEFAULT_MODE", "on"), ("PRUNE_MAX_DELETE_PERCENT", "100"), ("WORK_QUEUE_URL", mapping.url.as_str())];
+    let lambda = Lambda::start("prune-images", &env);
+    let started = Instant::now();
+    let answer = lambda.invoke(&event("prune-images-schedule.json")).unwrap_or_else(|e| panic!("the schedule: {e:?}"));
+    let scheduled = started.elapsed().as_secs_f64();
+    let batches = answer["fanOut"]["batches"].as_u64().unwrap_or_else(|| panic!("no fan-out: {answer}")) as usize;
+    eprintln!("[bench] cycle: {batches} batches queued in {scheduled:.1} s");
+    // Lambda's poller, one message at a time, timed per delivery.
+    let mut walls: Vec<f64> = Vec::new();
+    let mut failed = 0;
+    let mut idle = 0;
+    while idle < 3 {
+        let began = Instant::now();
+        match runtime.block_on(mapping.deliver_one(&lambda)) {
+            Some(delivery) => {
+                idle = 0;
+                walls.push(began.elapsed().as_secs_f64());
+                failed += usize::from(delivery.failed);
+                if walls.len() % 10 == 0 {
+                    eprintln!("[bench] cycle: {} deliveries", walls.len());
+                }
+                assert!(walls.len() <= 3 * batches + 10, "the queue does not drain");
+            }
+            None => {
+                idle += 1;
+                std::thread::sleep(Duration::from_millis(800));
+            }
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let dead_letters = runtime.block_on(mapping.dead_letters());
+    let images_after = bench_stats()["images"].as_u64().unwrap_or(0);
+    let expected: usize = (0..shape.repositories).map(|r| shape.deletions(r)).sum();
+    let emf = lambda.emf_documents();
+    let sum = |metric: &str| emf.iter().filter_map(|d| d[metric].as_f64()).sum::<f64>();
+    let batch_runs = emf.iter().filter(|d| d["batch"].is_object() || d["cycle"].is_string()).count();
+    let mut sorted = walls.clone();
+    sorted.sort_by(f64::total_cmp);
+    let pick = |q: f64| sorted.get(((sorted.len().max(1) - 1) as f64 * q).round() as usize).copied().unwrap_or(0.0);
+    let results = json!({
+        "world": {"repositories": shape.repositories, "imagesEach": shape.images_each,
+                  "services": shape.services, "clusters": shape.clusters, "buildSeconds": built},
+        "batchesQueued": batches,
+        "deliveries": walls.len(),
+        "deliveriesFailed": failed,
+        "deadLetters": dead_letters,
+        "batchRunsInMetrics": batch_runs,
+        "imagesBefore": images_before,
+        "imagesDeleted": images_before.saturating_sub(images_after),
+        "imagesDeletedExpected": expected,
+        "imagesLeft": images_after,
+        "apiCalls": sum("ApiCalls"),
+        "peakRssKiB": lambda.peak_rss_kib(),
+        "cpuSeconds": lambda.cpu_seconds(),
+        "scheduleSeconds": scheduled,
+        "batchSeconds": {"min": pick(0.0), "median": pick(0.5), "p90": pick(0.9), "max": pick(1.0)},
+        "wallSeconds": wall,
+    });
+    let path = std::env::var_os("BENCH_JSON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/bench/cycle.json"));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("results directory");
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&results).expect("json")).expect("writing the results");
+    println!(
+        "cycle over {} repositories x {} images ({} services): {batches} batches queued in {scheduled:.1} s; {} deliveries ({failed} failed), {dead_letters} dead letters; \
+         deleted {} of {expected} expected, {} images left; {} API calls; peak RSS {} KiB; CPU {} s; batch wall min {:.1} / median {:.1} / max {:.1} s; cycle {wall:.0} s",
+        shape.repositories,
+        shape.images_each,
+        shape.services,
+        walls.len(),
+        results["imagesDeleted"],
+        images_after,
+        results["apiCalls"],
+        results["peakRssKiB"],
+        results["cpuSeconds"],
+        pick(0.0),
+        pick(0.5),
+        pick(1.0),
+    );
+    println!("JSON: {}", path.display());
 }
