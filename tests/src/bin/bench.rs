@@ -83,7 +83,7 @@ fn number(text: &str) -> usize {
 
 fn coldstart(runs: &str, program: &str, args: &[String]) {
     let runs = number(runs);
-    let c = measure_coldstart(runs, Path::new(program), args, Listener::RuntimeApi);
+    let c = measure_coldstart(runs, Path::new(program), args, Listener::RuntimeApi, &[]);
     println!(
         "cold start (exec → first Runtime API request) over {runs} runs: min {:.1} ms, median {:.1} ms, p90 {:.1} ms, max {:.1} ms; peak RSS at that point {} KiB",
         c.min_ms, c.median_ms, c.p90_ms, c.max_ms, c.peak_kib
@@ -109,7 +109,13 @@ struct ColdStart {
 
 /// Time from spawning `program` to its first request on a loopback listener
 /// that only records it, `runs` times; and the process's peak RSS then.
-fn measure_coldstart(runs: usize, program: &Path, args: &[String], listener_kind: Listener) -> ColdStart {
+fn measure_coldstart(
+    runs: usize,
+    program: &Path,
+    args: &[String],
+    listener_kind: Listener,
+    env: &[(&str, &str)],
+) -> ColdStart {
     let mut millis = Vec::with_capacity(runs);
     let mut peak_kib = 0;
     for _ in 0..runs.max(1) {
@@ -131,6 +137,7 @@ fn measure_coldstart(runs: usize, program: &Path, args: &[String], listener_kind
             .env("AWS_ACCESS_KEY_ID", "bench")
             .env("AWS_SECRET_ACCESS_KEY", "bench")
             .env("AWS_ENDPOINT_URL", endpoint)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -668,14 +675,28 @@ fn world() {
     let shape = Shape::from_env();
     let runs = env_number("BENCH_COLDSTART_RUNS", 20);
     let mut rows: BTreeMap<&str, Value> = BTreeMap::new();
+    // The system's CA bundle, and an empty directory in place of its
+    // certificate directory, when the bundle is where Debian keeps it.
+    let bundle_only = Some("/etc/ssl/certs/ca-certificates.crt").filter(|f| Path::new(f).is_file()).map(|file| {
+        let dir = workspace_root().join("target/bench/empty-cert-dir");
+        std::fs::create_dir_all(&dir).expect("an empty directory");
+        (file.to_string(), dir.display().to_string())
+    });
 
     for function in FUNCTIONS {
         eprintln!("[bench] {function}: cold start, {runs} runs");
-        let c = measure_coldstart(runs, &function_binary(function), &[], Listener::RuntimeApi);
+        let c = measure_coldstart(runs, &function_binary(function), &[], Listener::RuntimeApi, &[]);
+        // The same with only the CA bundle: the HTTPS client reads every file
+        // of the certificate directory too (README, "Benchmarks").
+        let bundle = bundle_only.as_ref().map(|(file, dir)| {
+            let env = [("SSL_CERT_FILE", file.as_str()), ("SSL_CERT_DIR", dir.as_str())];
+            measure_coldstart(runs, &function_binary(function), &[], Listener::RuntimeApi, &env).median_ms
+        });
         let (bootstrap, zip) = bootstrap_sizes(function);
         rows.insert(
             function,
-            json!({"coldStartMs": {"median": c.median_ms, "min": c.min_ms, "p90": c.p90_ms, "max": c.max_ms, "runs": runs},
+            json!({"coldStartMs": {"median": c.median_ms, "min": c.min_ms, "p90": c.p90_ms, "max": c.max_ms, "runs": runs,
+                                   "medianBundleOnly": bundle},
                    "coldStartPeakRssKiB": c.peak_kib, "bootstrapBytes": bootstrap, "zipBytes": zip}),
         );
     }
@@ -729,7 +750,7 @@ fn world() {
     eprintln!("[bench] boto3 peer: cold start, {runs} runs");
     let python = tools_bin().join("python");
     let script = workspace_root().join("tests/bench/boto3_prune.py").display().to_string();
-    let peer_cold = measure_coldstart(runs, &python, std::slice::from_ref(&script), Listener::AwsEndpoint);
+    let peer_cold = measure_coldstart(runs, &python, std::slice::from_ref(&script), Listener::AwsEndpoint, &[]);
     let rebuilt = build_world(&shape);
     eprintln!("[bench] boto3 peer: world rebuilt in {rebuilt:.1} s; prune");
     let started = Instant::now();
@@ -868,6 +889,15 @@ fn print_table(results: &Value) {
         "targets: bootstrap <= 5,000,000; zip <= 2,500,000; cold start <= 10 ms and >= 25x faster than the peer; \
          peak RSS <= 40 MiB at 100,000 images; API calls <= 1.10 x bound; prune >= 5x faster than the peer"
     );
+    let bundle: Vec<String> = results["functions"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(name, r)| r["coldStartMs"]["medianBundleOnly"].as_f64().map(|m| format!("{name} {m:.1} ms")))
+        .collect();
+    if !bundle.is_empty() {
+        println!("cold start with the CA bundle only (no certificate directory), median: {}", bundle.join(", "));
+    }
     let p = &results["prune"];
     println!(
         "check: prune deleted {} (world's policy expects {}), left {} images; the boto3 peer deleted {}, left {}; deploy-on-push rolled out {} of {}",
