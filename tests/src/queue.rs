@@ -25,6 +25,8 @@ pub struct Delivery {
     pub failed: bool,
     /// The function's answer.
     pub answer: Value,
+    /// How long the invocation took, in seconds.
+    pub seconds: f64,
 }
 
 impl EventSourceMapping {
@@ -86,7 +88,9 @@ impl EventSourceMapping {
             "eventSourceARN": self.arn,
             "awsRegion": REGION,
         }]});
+        let began = std::time::Instant::now();
         let answer = lambda.invoke(&event).unwrap_or_else(|e| panic!("SQS invocation failed: {e:?}"));
+        let seconds = began.elapsed().as_secs_f64();
         let failures =
             answer["batchItemFailures"].as_array().unwrap_or_else(|| panic!("no batchItemFailures: {answer}"));
         let failed = failures.iter().any(|f| f["itemIdentifier"] == id.as_str());
@@ -99,7 +103,7 @@ impl EventSourceMapping {
                 .await
                 .expect("delete");
         }
-        Some(Delivery { batch: serde_json::from_str(&body).unwrap_or(Value::Null), failed, answer })
+        Some(Delivery { batch: serde_json::from_str(&body).unwrap_or(Value::Null), failed, answer, seconds })
     }
 
     /// Delivers until the queue stays empty past the visibility timeout;

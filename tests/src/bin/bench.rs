@@ -802,15 +802,21 @@ fn world() {
         "targets": {"bootstrapBytes": 5_000_000, "zipBytes": 2_500_000, "coldStartMs": 10, "coldStartTimesFasterThanPeer": 25,
                     "peakRssMiBAt100000Images": 40, "apiCallsOverBound": 1.10, "pruneTimesFasterThanPeer": 5},
     });
+    let path = write_results(&results, "results.json");
+    print_table(&results);
+    println!("JSON: {}", path.display());
+}
+
+/// Writes `results` to `BENCH_JSON`, by default `target/bench/<default_name>`.
+fn write_results(results: &Value, default_name: &str) -> PathBuf {
     let path = std::env::var_os("BENCH_JSON")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/bench/results.json"));
+        .unwrap_or_else(|| workspace_root().join("target/bench").join(default_name));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).expect("results directory");
     }
     std::fs::write(&path, serde_json::to_string_pretty(&results).expect("json")).expect("writing the results");
-    print_table(&results);
-    println!("JSON: {}", path.display());
+    path
 }
 
 fn grouped(n: u64) -> String {
@@ -951,28 +957,15 @@ fn cycle() {
     let scheduled = started.elapsed().as_secs_f64();
     let batches = answer["fanOut"]["batches"].as_u64().unwrap_or_else(|| panic!("no fan-out: {answer}")) as usize;
     eprintln!("[bench] cycle: {batches} batches queued in {scheduled:.1} s");
-    // Lambda's poller, one message at a time, timed per delivery.
-    let mut walls: Vec<f64> = Vec::new();
-    let mut failed = 0;
-    let mut idle = 0;
-    while idle < 3 {
-        let began = Instant::now();
-        match runtime.block_on(mapping.deliver_one(&lambda)) {
-            Some(delivery) => {
-                idle = 0;
-                walls.push(began.elapsed().as_secs_f64());
-                failed += usize::from(delivery.failed);
-                if walls.len() % 10 == 0 {
-                    eprintln!("[bench] cycle: {} deliveries", walls.len());
-                }
-                assert!(walls.len() <= 3 * batches + 10, "the queue does not drain");
-            }
-            None => {
-                idle += 1;
-                std::thread::sleep(Duration::from_millis(800));
-            }
+    // Lambda's poller, one message at a time.
+    let progress = |n: usize| {
+        if n > 0 && n % 10 == 0 {
+            eprintln!("[bench] cycle: {n} deliveries");
         }
-    }
+    };
+    let deliveries = runtime.block_on(mapping.drain(&lambda, 3 * batches + 10, progress));
+    let walls: Vec<f64> = deliveries.iter().map(|d| d.seconds).collect();
+    let failed = deliveries.iter().filter(|d| d.failed).count();
     let wall = started.elapsed().as_secs_f64();
     let dead_letters = runtime.block_on(mapping.dead_letters());
     let images_after = bench_stats()["images"].as_u64().unwrap_or(0);
@@ -1002,13 +995,7 @@ fn cycle() {
         "batchSeconds": {"min": pick(0.0), "median": pick(0.5), "p90": pick(0.9), "max": pick(1.0)},
         "wallSeconds": wall,
     });
-    let path = std::env::var_os("BENCH_JSON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/bench/cycle.json"));
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).expect("results directory");
-    }
-    std::fs::write(&path, serde_json::to_string_pretty(&results).expect("json")).expect("writing the results");
+    let path = write_results(&results, "cycle.json");
     println!(
         "cycle over {} repositories x {} images ({} services): {batches} batches queued in {scheduled:.1} s; {} deliveries ({failed} failed), {dead_letters} dead letters; \
          deleted {} of {expected} expected, {} images left; {} API calls; peak RSS {} KiB; CPU {} s; batch wall min {:.1} / median {:.1} / max {:.1} s; cycle {wall:.0} s",
