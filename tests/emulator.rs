@@ -574,5 +574,5 @@ async fn boto3_checks_of_lambda_eventbridge_and_scheduler() {
     .expect("python runs");
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{text}");
-    assert!(text.contains("Ran 7 tests"), "{text}");
+    assert!(text.contains("Ran 8 tests"), "{text}");
 }

@@ -96,7 +96,10 @@ Test-only endpoints (JSON in and out unless said otherwise)
   ``_bench_world`` for its shape; it is a pure function of the body, so two
   worlds built from the same body are the same, digests included.
 - ``GET /autopilot-api/bench/stats[?region=us-east-1]``: ``{"repositories", "images", "logGroups"}``
-  of the default account and that region, to compare what two runs left behind.
+  of the default account and that region, to compare what two runs left behind,
+  ``cpuSeconds``, the CPU time the emulator's process has used so far, and
+  ``cpuByOperation`` (``{"DescribeImages": {"requests", "cpuSeconds"}, …}``), the
+  requests served per AWS operation and the CPU time of the threads serving them.
 
 Start-up: the extensions are imported and applied in a background thread while
 the server starts listening (moto itself imports its service modules on the
@@ -118,6 +121,7 @@ import signal
 import string
 import sys
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlencode
@@ -966,7 +970,39 @@ def _bench_stats(region: str) -> dict[str, Any]:
         "repositories": len(ecr.repositories),
         "images": sum(len(r.images) for r in ecr.repositories.values()),
         "logGroups": len(logs.groups),
+        # The emulator's own CPU time so far, every thread: the bench reads
+        # it before and after a run, for the share of wall time that was
+        # moto serving the run's calls.
+        "cpuSeconds": time.process_time(),
+        "cpuByOperation": _cpu_by_operation(),
     }
+
+
+# Operation → [requests, CPU seconds of the threads that served them].
+_OPERATION_CPU: dict[str, list[float]] = {}
+_OPERATION_CPU_LOCK = threading.Lock()
+
+
+def _operation(environ: dict[str, Any]) -> str:
+    """The AWS operation of a request: its ``X-Amz-Target`` (``AmazonEC2ContainerRegistry_V20150921.DescribeImages``
+    → ``DescribeImages``), else its method and first two path segments (REST APIs: Lambda, Scheduler)."""
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target:
+        return target.rsplit(".", 1)[-1]
+    segments = [s for s in environ.get("PATH_INFO", "").split("/") if s][:2]
+    return f"{environ.get('REQUEST_METHOD', '')} /{'/'.join(segments)}"
+
+
+def _count_cpu(operation: str, seconds: float) -> None:
+    with _OPERATION_CPU_LOCK:
+        entry = _OPERATION_CPU.setdefault(operation, [0, 0.0])
+        entry[0] += 1
+        entry[1] += seconds
+
+
+def _cpu_by_operation() -> dict[str, dict[str, float]]:
+    with _OPERATION_CPU_LOCK:
+        return {op: {"requests": int(n), "cpuSeconds": cpu} for op, (n, cpu) in _OPERATION_CPU.items()}
 
 
 _INSTALL_ERROR: list[str] = []
@@ -1079,7 +1115,13 @@ class AutopilotApp:
             return _json_response(start_response, 500, {"error": "autopilot_moto extensions failed", "detail": _INSTALL_ERROR[0]})
         if path == "/autopilot-api" or path.startswith("/autopilot-api/"):
             return _handle_autopilot(environ, start_response)
-        return self.inner(environ, start_response)
+        # moto answers inside this call (its response is built, not streamed),
+        # so the serving thread's CPU time here is the request's cost.
+        started = time.thread_time()
+        try:
+            return self.inner(environ, start_response)
+        finally:
+            _count_cpu(_operation(environ), time.thread_time() - started)
 
 
 def main(argv: list[str] | None = None) -> None:

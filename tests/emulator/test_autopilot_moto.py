@@ -220,6 +220,31 @@ class BenchWorld(unittest.TestCase):
                          sorted(i["imageDigest"] for i in [images[0], images[3], images[4]]))
         self.assertEqual(result["apiCalls"]["BatchDeleteImage"], 3)
 
+    def test_stats_count_the_requests_and_cpu_time_of_each_operation(self):
+        import urllib.request
+
+        def stats():
+            with urllib.request.urlopen(f"{ENDPOINT}/autopilot-api/bench/stats?region={REGION}") as response:
+                return json.load(response)
+
+        before = stats()
+        ecr = client("ecr")
+        for _ in range(3):
+            ecr.describe_repositories()
+        client("lambda").list_functions()
+        after = stats()
+        self.assertGreaterEqual(after["cpuSeconds"], before["cpuSeconds"])
+
+        def requests(snapshot, operation):
+            return snapshot["cpuByOperation"].get(operation, {}).get("requests", 0)
+
+        # Other tests may share the server, so at least, not exactly.
+        self.assertGreaterEqual(requests(after, "DescribeRepositories") - requests(before, "DescribeRepositories"), 3)
+        self.assertGreaterEqual(requests(after, "GET /2015-03-31/functions") - requests(before, "GET /2015-03-31/functions"), 1)
+        spent = after["cpuByOperation"]["DescribeRepositories"]["cpuSeconds"]
+        self.assertGreater(spent, 0.0)
+        self.assertLessEqual(spent, after["cpuSeconds"])
+
 
 class ExternalTaskSets(unittest.TestCase):
     def test_task_sets_of_an_external_service_describe_their_task_definition(self):

@@ -8,9 +8,10 @@
 //!   (median of `BENCH_COLDSTART_RUNS`, default 20, of the binaries in
 //!   `AUTOPILOT_FUNCTION_DIR`), peak RSS, the arm64 bootstrap raw and zipped
 //!   (`BENCH_LAMBDA_DIR`, default target/lambda), API calls against the bound
-//!   the adapters' page sizes give for that world, and wall time; then the
-//!   boto3 peer (`tests/bench/boto3_prune.py`) on a fresh copy of the same
-//!   world, and the ratios. Prints one table and writes JSON to `BENCH_JSON`
+//!   the adapters' page sizes give for that world, wall time, the function's
+//!   CPU time and moto's (in all and per operation, from the emulator's
+//!   stats endpoint); then the boto3 peer (`tests/bench/boto3_prune.py`) on
+//!   a fresh copy of the same world, and the ratios. Prints one table and writes JSON to `BENCH_JSON`
 //!   (default target/bench/results.json).
 //! - `bench cycle`: prune-images over the same world (`BENCH_*`) as one
 //!   scheduled cycle fanned out over a work queue on moto's SQS, with Lambda's
@@ -531,28 +532,47 @@ impl Shape {
 }
 
 impl Shape {
-    /// One read of what is in use: services (and the deployment ECS pinned
-    /// for each: one ListServiceDeployments page, its deployments and
-    /// revisions described 20 a call), running and pending tasks (two
+    /// `reads` reads of what is in use, each: services (and the deployment
+    /// ECS pinned for each: one ListServiceDeployments page, its deployments
+    /// and revisions described 20 a call), running and pending tasks (two
     /// ListTasks per cluster, DescribeTasks 100 a call), the latest revision
     /// of every family (families 100 a page), and one page each of EventBridge
-    /// buses and rules, Scheduler schedules and Lambda functions.
-    fn in_use_reads(&self, b: &mut BTreeMap<&'static str, usize>) {
+    /// buses and rules, Scheduler schedules and Lambda functions. Service
+    /// revisions are immutable and cached by the adapter, but each read lists
+    /// and describes new deployments, which name them.
+    fn in_use_reads(&self, b: &mut BTreeMap<&'static str, usize>, reads: usize) {
         let (s, c) = (self.services, self.clusters);
-        self.service_discovery(b);
-        b.insert("ListServiceDeployments", s);
-        b.insert("DescribeServiceDeployments", s.div_ceil(20));
-        b.insert("DescribeServiceRevisions", s.div_ceil(20));
-        b.insert("ListTasks", 2 * c);
-        b.insert("DescribeTasks", (0..c).map(|x| self.services_in(x).div_ceil(100)).sum());
-        b.insert("ListTaskDefinitionFamilies", s.div_ceil(100).max(1));
-        b.insert("DescribeTaskDefinition", s);
-        b.insert("ListEventBuses", 1);
-        b.insert("ListRules", 1);
-        b.insert("ListSchedules", 1);
-        b.insert("ListFunctions", 1);
+        for _ in 0..reads {
+            self.service_discovery(b);
+        }
+        let mut add = |op: &'static str, n: usize| *b.entry(op).or_default() += n * reads;
+        add("ListServiceDeployments", s);
+        add("DescribeServiceDeployments", s.div_ceil(20));
+        add("DescribeServiceRevisions", s.div_ceil(20));
+        add("ListTasks", 2 * c);
+        add("DescribeTasks", (0..c).map(|x| self.services_in(x).div_ceil(100)).sum());
+        add("ListTaskDefinitionFamilies", s.div_ceil(100).max(1));
+        add("DescribeTaskDefinition", s);
+        add("ListEventBuses", 1);
+        add("ListRules", 1);
+        add("ListSchedules", 1);
+        add("ListFunctions", 1);
+    }
+
+    /// The reads of what is in use the design requires of one prune-images
+    /// run over the whole world (DESIGN.md: "The set is read again right
+    /// before deleting"): the plan's, and one fresh read per chunk of
+    /// [`REREAD_CHUNK`] repositories that deletes anything.
+    fn prune_in_use_reads(&self) -> usize {
+        let repositories: Vec<usize> = (0..self.repositories).collect();
+        1 + repositories.chunks(REREAD_CHUNK).filter(|chunk| chunk.iter().any(|&r| self.deletions(r) > 0)).count()
     }
 }
+
+/// prune-images' `REREAD_CHUNK` (`functions/prune-images/src/lib.rs`): the
+/// repositories planned before each fresh read. The bench checks the run's
+/// own count (`inUse.reads`) against [`Shape::prune_in_use_reads`].
+const REREAD_CHUNK: usize = 200;
 
 /// The fewest calls each function can make over the world, from the page and
 /// batch sizes its adapters use (`shared/src/aws/`), per operation.
@@ -571,7 +591,7 @@ fn bounds(shape: &Shape, function: &str) -> BTreeMap<&'static str, usize> {
             // of what is in use.
             repository_reads(&mut b);
             b.insert("GetLifecyclePolicy", r);
-            shape.in_use_reads(&mut b);
+            shape.in_use_reads(&mut b, 1);
         }
         "prune-images" => {
             repository_reads(&mut b);
@@ -582,7 +602,7 @@ fn bounds(shape: &Shape, function: &str) -> BTreeMap<&'static str, usize> {
             // No ListImageReferrers: DescribeImages names each referrer's
             // subject, and every row of this world is a container image (an
             // OCI image config), so none could hide one.
-            shape.in_use_reads(&mut b);
+            shape.in_use_reads(&mut b, shape.prune_in_use_reads());
         }
         "log-groups" => {
             // Every service's revision described once; each of its log groups
@@ -659,15 +679,80 @@ fn bootstrap_sizes(function: &str) -> (Option<u64>, Option<u64>) {
     (Some(meta.len()), zipped)
 }
 
-/// One function invoked over the world: its report, wall time, peak RSS and
-/// the CPU time its process used (start-up included).
-fn run_function(function: &str, env: &[(&str, &str)], payload: &Value) -> (Value, f64, Option<u64>, Option<f64>) {
+/// One function invoked over the world.
+struct Run {
+    report: Value,
+    wall: f64,
+    rss: Option<u64>,
+    /// The function process's CPU time, start-up included.
+    cpu: Option<f64>,
+    /// What moto spent serving the run.
+    emulator: Emulator,
+}
+
+fn run_function(function: &str, env: &[(&str, &str)], payload: &Value) -> Run {
     let lambda = Lambda::start(function, env);
+    let before = Emulator::now();
     let started = Instant::now();
     let report = lambda.invoke(payload).unwrap_or_else(|e| panic!("{function}: {e:?}"));
     let wall = started.elapsed().as_secs_f64();
-    (report, wall, lambda.peak_rss_kib(), lambda.cpu_seconds())
+    let emulator = Emulator::now().since(&before);
+    Run { report, wall, rss: lambda.peak_rss_kib(), cpu: lambda.cpu_seconds(), emulator }
 }
+
+/// moto's CPU time (`/autopilot-api/bench/stats`): its process's, every
+/// thread, and per AWS operation that of the threads serving it. On one
+/// interpreter lock moto serves one request at a time, so a run whose wall
+/// time is close to its `cpu` was waiting on the emulator, not on itself.
+#[derive(Default)]
+struct Emulator {
+    cpu: f64,
+    /// Operation → (requests, CPU seconds).
+    operations: BTreeMap<String, (u64, f64)>,
+}
+
+impl Emulator {
+    fn now() -> Emulator {
+        let stats = bench_stats();
+        let operations = stats["cpuByOperation"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(op, v)| (op.clone(), (v["requests"].as_u64().unwrap_or(0), v["cpuSeconds"].as_f64().unwrap_or(0.0))))
+            .collect();
+        Emulator { cpu: stats["cpuSeconds"].as_f64().unwrap_or(0.0), operations }
+    }
+
+    fn since(&self, before: &Emulator) -> Emulator {
+        let operations = self
+            .operations
+            .iter()
+            .filter_map(|(op, &(n, cpu))| {
+                let (n0, cpu0) = before.operations.get(op).copied().unwrap_or_default();
+                (n > n0).then(|| (op.clone(), (n - n0, cpu - cpu0)))
+            })
+            .collect();
+        Emulator { cpu: self.cpu - before.cpu, operations }
+    }
+
+    /// CPU seconds serving `operations` (every request of each).
+    fn cpu_of(&self, operations: &[&str]) -> f64 {
+        operations.iter().filter_map(|op| self.operations.get(*op)).map(|(_, cpu)| cpu).sum()
+    }
+
+    fn json(&self) -> Value {
+        let operations: BTreeMap<&str, Value> = self
+            .operations
+            .iter()
+            .map(|(op, (n, cpu))| (op.as_str(), json!({"requests": n, "cpuSeconds": cpu})))
+            .collect();
+        json!({"cpuSeconds": self.cpu, "operations": operations})
+    }
+}
+
+/// The calls every prune of the bench world makes whatever it protects: the
+/// registry listed, each repository's images listed, the expired ones deleted.
+const PRUNE_FLOOR: [&str; 3] = ["DescribeRepositories", "DescribeImages", "BatchDeleteImage"];
 
 const FUNCTIONS: [&str; 4] = ["deploy-on-push", "log-groups", "prune-images", "quota-scan"];
 
@@ -709,13 +794,15 @@ fn world() {
     );
     let built = build_world(&shape);
     eprintln!("[bench] world built in {built:.1} s");
-    let mut record = |function: &'static str, report: &Value, wall: f64, rss: Option<u64>, cpu: Option<f64>| {
-        let calls = calls_of(report);
+    let mut record = |function: &'static str, run: &Run| {
+        let calls = calls_of(&run.report);
         let bound = bounds(&shape, function);
         let row = rows.get_mut(function).expect("row");
-        row["wallSeconds"] = json!(wall);
-        row["peakRssKiB"] = json!(rss);
-        row["cpuSeconds"] = json!(cpu);
+        row["wallSeconds"] = json!(run.wall);
+        row["peakRssKiB"] = json!(run.rss);
+        row["cpuSeconds"] = json!(run.cpu);
+        row["emulatorCpuSeconds"] = json!(run.emulator.cpu);
+        row["emulator"] = run.emulator.json();
         row["apiCalls"] = json!(calls);
         row["apiCallsTotal"] = json!(calls.values().sum::<u64>());
         row["apiCallBound"] = json!(bound);
@@ -723,17 +810,18 @@ fn world() {
     };
     // Read-only first, then what writes: log groups, deletions, a rollout.
     eprintln!("[bench] quota-scan");
-    let (report, wall, rss, cpu) = run_function("quota-scan", &[], &event("quota-scan-schedule.json"));
-    record("quota-scan", &report, wall, rss, cpu);
+    let run = run_function("quota-scan", &[], &event("quota-scan-schedule.json"));
+    record("quota-scan", &run);
     eprintln!("[bench] log-groups");
-    let (report, wall, rss, cpu) = run_function("log-groups", &[], &event("log-groups-schedule.json"));
-    record("log-groups", &report, wall, rss, cpu);
+    let run = run_function("log-groups", &[], &event("log-groups-schedule.json"));
+    record("log-groups", &run);
     eprintln!("[bench] prune-images");
     let prune_env = [("PRUNE_DEFAULT_MODE", "on"), ("PRUNE_MAX_DELETE_PERCENT", "100")];
-    let (report, wall, rss, cpu) = run_function("prune-images", &prune_env, &event("prune-images-schedule.json"));
-    record("prune-images", &report, wall, rss, cpu);
+    let run = run_function("prune-images", &prune_env, &event("prune-images-schedule.json"));
+    record("prune-images", &run);
     let ours_left = bench_stats()["images"].as_u64().unwrap_or(0);
-    let ours_deleted = report["imagesDeleted"].as_u64().unwrap_or(0);
+    let ours_deleted = run.report["imagesDeleted"].as_u64().unwrap_or(0);
+    let ours_in_use_reads = run.report["inUse"]["reads"].as_u64().unwrap_or(0);
     eprintln!("[bench] deploy-on-push");
     let pushed = runtime.block_on(async {
         World::new().await.push_image_with_config("repo-00000", &["latest"], "arm64", "linux", "bench-push").await
@@ -741,9 +829,9 @@ fn world() {
     let mut push = event("deploy-on-push-push.json");
     push["detail"]["repository-name"] = json!("repo-00000");
     push["detail"]["image-digest"] = json!(pushed.digest);
-    let (report, wall, rss, cpu) = run_function("deploy-on-push", &[], &push);
-    record("deploy-on-push", &report, wall, rss, cpu);
-    let rolled_out = report["services"]
+    let run = run_function("deploy-on-push", &[], &push);
+    record("deploy-on-push", &run);
+    let rolled_out = run.report["services"]
         .as_array()
         .map_or(0, |services| services.iter().filter(|s| s["status"] == "updated").count());
 
@@ -753,6 +841,7 @@ fn world() {
     let peer_cold = measure_coldstart(runs, &python, std::slice::from_ref(&script), Listener::AwsEndpoint, &[]);
     let rebuilt = build_world(&shape);
     eprintln!("[bench] boto3 peer: world rebuilt in {rebuilt:.1} s; prune");
+    let emulator_before = Emulator::now();
     let started = Instant::now();
     let output = Command::new(&python)
         .arg(&script)
@@ -762,6 +851,7 @@ fn world() {
         .output()
         .expect("running the boto3 peer");
     let peer_process = started.elapsed().as_secs_f64();
+    let peer_emulator = Emulator::now().since(&emulator_before);
     assert!(output.status.success(), "the boto3 peer failed: {}", output.status);
     let peer: Value =
         serde_json::from_slice(String::from_utf8_lossy(&output.stdout).lines().last().unwrap_or_default().as_bytes())
@@ -772,7 +862,8 @@ fn world() {
         "coldStartMs": {"median": peer_cold.median_ms, "min": peer_cold.min_ms, "p90": peer_cold.p90_ms, "max": peer_cold.max_ms, "runs": runs},
         "coldStartPeakRssKiB": peer_cold.peak_kib,
         "wallSeconds": peer["wallSeconds"], "processSeconds": peer_process,
-        "peakRssKiB": peer["peakRssKiB"], "cpuSeconds": peer["cpuSeconds"], "apiCalls": peer_calls, "apiCallsTotal": peer_calls.values().sum::<u64>(),
+        "peakRssKiB": peer["peakRssKiB"], "cpuSeconds": peer["cpuSeconds"], "emulatorCpuSeconds": peer_emulator.cpu, "emulator": peer_emulator.json(),
+        "emulatorCpuSecondsPruneFloor": peer_emulator.cpu_of(&PRUNE_FLOOR), "apiCalls": peer_calls, "apiCallsTotal": peer_calls.values().sum::<u64>(),
         "imagesDeleted": peer["imagesDeleted"], "imagesLeft": peer_left,
     });
     let prune = &rows["prune-images"];
@@ -784,6 +875,7 @@ fn world() {
         "coldStart": ratio(&prune["coldStartMs"]["median"], &peer_row["coldStartMs"]["median"]),
         "wall": ratio(&prune["wallSeconds"], &peer_row["wallSeconds"]),
         "cpu": ratio(&prune["cpuSeconds"], &peer_row["cpuSeconds"]),
+        "emulatorCpu": ratio(&prune["emulatorCpuSeconds"], &peer_row["emulatorCpuSeconds"]),
         "peakRss": ratio(&prune["peakRssKiB"], &peer_row["peakRssKiB"]),
         "apiCalls": ratio(&prune["apiCallsTotal"], &peer_row["apiCallsTotal"]),
     });
@@ -795,6 +887,7 @@ fn world() {
                   "services": shape.services, "clusters": shape.clusters, "seed": shape.seed, "buildSeconds": built},
         "functions": rows,
         "prune": {"imagesDeleted": ours_deleted, "imagesLeft": ours_left,
+                  "inUseReads": ours_in_use_reads, "inUseReadsInBound": shape.prune_in_use_reads(),
                   "expectedDeletions": (0..shape.repositories).map(|r| shape.deletions(r)).sum::<usize>()},
         "deployOnPush": {"rollouts": rolled_out, "expectedRollouts": shape.rollouts()},
         "boto3Peer": peer_row,
@@ -846,12 +939,12 @@ fn print_table(results: &Value) {
     let num = |v: &Value| v.as_u64().map_or("-".to_string(), grouped);
     let mib = |v: &Value| v.as_f64().map_or("-".to_string(), |k| format!("{:.1}", k / 1024.0));
     println!(
-        "{:<20} {:>11} {:>9} {:>11} {:>11} {:>10} {:>10} {:>7} {:>9} {:>8}",
-        "", "cold start", "peak RSS", "bootstrap", "zip", "API calls", "bound", "/bound", "wall", "CPU"
+        "{:<20} {:>11} {:>9} {:>11} {:>11} {:>10} {:>10} {:>7} {:>9} {:>8} {:>9}",
+        "", "cold start", "peak RSS", "bootstrap", "zip", "API calls", "bound", "/bound", "wall", "CPU", "moto CPU"
     );
     println!(
-        "{:<20} {:>11} {:>9} {:>11} {:>11} {:>10} {:>10} {:>7} {:>9} {:>8}",
-        "function", "median ms", "MiB", "bytes", "bytes", "", "", "", "s", "s"
+        "{:<20} {:>11} {:>9} {:>11} {:>11} {:>10} {:>10} {:>7} {:>9} {:>8} {:>9}",
+        "function", "median ms", "MiB", "bytes", "bytes", "", "", "", "s", "s", "s"
     );
     let row = |name: &str, r: &Value| {
         let over = match (r["apiCallsTotal"].as_f64(), r["apiCallBoundTotal"].as_f64()) {
@@ -859,7 +952,7 @@ fn print_table(results: &Value) {
             _ => "-".into(),
         };
         println!(
-            "{:<20} {:>11} {:>9} {:>11} {:>11} {:>10} {:>10} {:>7} {:>9} {:>8}",
+            "{:<20} {:>11} {:>9} {:>11} {:>11} {:>10} {:>10} {:>7} {:>9} {:>8} {:>9}",
             name,
             r["coldStartMs"]["median"].as_f64().map_or("-".into(), |m| format!("{m:.1}")),
             mib(&r["peakRssKiB"]),
@@ -869,7 +962,8 @@ fn print_table(results: &Value) {
             num(&r["apiCallBoundTotal"]),
             over,
             r["wallSeconds"].as_f64().map_or("-".into(), |s| format!("{s:.2}")),
-            r["cpuSeconds"].as_f64().map_or("-".into(), |s| format!("{s:.2}"))
+            r["cpuSeconds"].as_f64().map_or("-".into(), |s| format!("{s:.2}")),
+            r["emulatorCpuSeconds"].as_f64().map_or("-".into(), |s| format!("{s:.2}"))
         );
     };
     for (name, r) in results["functions"].as_object().into_iter().flatten() {
@@ -879,7 +973,7 @@ fn print_table(results: &Value) {
     let q = &results["oursOverBoto3"];
     let x = |v: &Value| v.as_f64().map_or("-".into(), |r| format!("{r:.3}x"));
     println!(
-        "{:<20} {:>11} {:>9} {:>11} {:>11} {:>10} {:>10} {:>7} {:>9} {:>8}",
+        "{:<20} {:>11} {:>9} {:>11} {:>11} {:>10} {:>10} {:>7} {:>9} {:>8} {:>9}",
         "prune / boto3 peer",
         x(&q["coldStart"]),
         x(&q["peakRss"]),
@@ -889,7 +983,8 @@ fn print_table(results: &Value) {
         "",
         "",
         x(&q["wall"]),
-        x(&q["cpu"])
+        x(&q["cpu"]),
+        x(&q["emulatorCpu"])
     );
     println!(
         "targets: bootstrap <= 5,000,000; zip <= 2,500,000; cold start <= 10 ms and >= 25x faster than the peer; \
@@ -904,12 +999,32 @@ fn print_table(results: &Value) {
     if !bundle.is_empty() {
         println!("cold start with the CA bundle only (no certificate directory), median: {}", bundle.join(", "));
     }
+    let (ours, peer) = (&results["functions"]["prune-images"], &results["boto3Peer"]);
+    if let (Some(wall), Some(busy), Some(peer_wall), Some(peer_busy), Some(floor)) = (
+        ours["wallSeconds"].as_f64(),
+        ours["emulatorCpuSeconds"].as_f64(),
+        peer["wallSeconds"].as_f64(),
+        peer["emulatorCpuSeconds"].as_f64(),
+        peer["emulatorCpuSecondsPruneFloor"].as_f64(),
+    ) {
+        let floor_calls: u64 =
+            PRUNE_FLOOR.iter().filter_map(|op| peer["emulator"]["operations"][*op]["requests"].as_u64()).sum();
+        println!(
+            "emulator: moto was busy {busy:.2} s of prune-images' {wall:.2} s and {peer_busy:.2} s of the peer's {peer_wall:.2} s; \
+             the {floor_calls} calls any prune of this world makes ({}) took it {floor:.2} s in the peer's run, \
+             against {:.2} s for 5x the peer's speed",
+            PRUNE_FLOOR.join(", "),
+            peer_wall / 5.0
+        );
+    }
     let p = &results["prune"];
     println!(
-        "check: prune deleted {} (world's policy expects {}), left {} images; the boto3 peer deleted {}, left {}; deploy-on-push rolled out {} of {}",
+        "check: prune deleted {} (world's policy expects {}), left {} images, read what is in use {} times (the bound counts {}: the plan's read and the fresh one before deleting); the boto3 peer deleted {}, left {}; deploy-on-push rolled out {} of {}",
         p["imagesDeleted"],
         p["expectedDeletions"],
         p["imagesLeft"],
+        p["inUseReads"],
+        p["inUseReadsInBound"],
         results["boto3Peer"]["imagesDeleted"],
         results["boto3Peer"]["imagesLeft"],
         results["deployOnPush"]["rollouts"],
