@@ -578,9 +578,7 @@ impl Lambda {
 
     /// The function process's peak resident set (VmHWM), in KiB, while it runs.
     pub fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.function_pid()?)).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
+        peak_rss_kib(&self.function_pid()?)
     }
 
     /// The CPU time (user + system) the function process has used so far, in
@@ -738,4 +736,11 @@ pub fn check_emf(doc: &Value) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A live process's peak resident set (VmHWM of `/proc/<pid>/status`), in KiB.
+pub fn peak_rss_kib(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -52,7 +52,7 @@ use std::time::{Duration, Instant};
 
 use autopilot_e2e::queue::EventSourceMapping;
 use autopilot_e2e::world::World;
-use autopilot_e2e::{event, function_binary, moto, tools_bin, workspace_root, Lambda, REGION};
+use autopilot_e2e::{event, function_binary, moto, peak_rss_kib, tools_bin, workspace_root, Lambda, REGION};
 use serde_json::{json, Value};
 
 fn main() {
@@ -151,13 +151,7 @@ fn measure_coldstart(
         let expected = if listener_kind == Listener::RuntimeApi { "GET " } else { "POST " };
         assert!(first.starts_with(expected), "unexpected first request: {first}");
         millis.push(elapsed.as_secs_f64() * 1000.0);
-        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
-        if let Some(kib) = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-        {
+        if let Some(kib) = peak_rss_kib(&child.id().to_string()) {
             peak_kib = peak_kib.max(kib);
         }
         let _ = child.kill();
