@@ -349,3 +349,37 @@ async fn signatures_follow_their_subject_without_a_referrers_call_per_image() {
     assert!(strings(&self::users(&again)["deleted"]).contains(&chart), "{again:#}");
     assert!(digests(&r.world, "users").await.contains(&latest_signature), "the signature of latest stays");
 }
+
+/// cosign's default signatures are tagged images (`sha256-<hex>.sig`) that
+/// nothing but their tag links to what they sign. A rule on tagged images
+/// must not expire the signature of an image it keeps; the signature of an
+/// image the run deletes goes with it.
+#[tokio::test]
+async fn a_cosign_signature_tag_follows_the_image_it_signs() {
+    let _serial = serial().await;
+    let r = registry().await;
+    let tag_of = |digest: &str| format!("{}.sig", digest.replace(':', "-"));
+    moto().set_clock("-5d");
+    let latest_sig = r.world.push_image("users", &[&tag_of(&r.latest.digest)], "arm64", "cosign-latest").await;
+    let doomed_sig = r.world.push_image("users", &[&tag_of(&r.old_untagged[0].digest)], "arm64", "cosign-u1").await;
+    moto().set_clock("+0d");
+    // Untagged images older than a day, and only the newest tagged image.
+    let policy = r#"{"rules": [
+        {"rulePriority": 1, "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 1}, "action": {"type": "expire"}},
+        {"rulePriority": 2, "selection": {"tagStatus": "tagged", "tagPatternList": ["*"], "countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "expire"}}
+    ]}"#;
+    let env = [("PRUNE_POLICY", policy), ("PRUNE_DEFAULT_MODE", "on"), ("PRUNE_MAX_DELETE_PERCENT", "100")];
+    let lambda = Lambda::start("prune-images", &env);
+    let report = lambda.invoke_detailed(&event("prune-images-schedule.json")).expect("prune");
+    let users = users(&report);
+
+    let deleted = strings(&users["deleted"]);
+    assert!(deleted.contains(&r.old_untagged[0].digest), "{report:#}");
+    assert!(deleted.contains(&doomed_sig.digest), "the signature goes with its image: {report:#}");
+    assert!(!deleted.contains(&latest_sig.digest), "the count rule selected it, but it signs latest: {report:#}");
+    let kept =
+        users["protected"].as_array().expect("protected").iter().find(|p| p["digest"] == latest_sig.digest.as_str());
+    assert!(kept.is_some_and(|p| p["reason"].as_str().is_some_and(|why| why.contains("referrer"))), "{report:#}");
+    let now = digests(&r.world, "users").await;
+    assert!(now.contains(&latest_sig.digest) && now.contains(&r.latest.digest) && !now.contains(&doomed_sig.digest));
+}

@@ -73,6 +73,22 @@ impl RepoImage {
             && !self.artifact_type.as_deref().is_some_and(crate::media::is_image_config_media_type)
     }
 
+    /// The image a tag of this row names as its subject, in the schemes
+    /// that predate the OCI referrers API: cosign's `sha256-<hex>.sig`,
+    /// `.att` and `.sbom` (signatures, attestations and SBOMs cosign stores
+    /// by default as tagged images beside what they sign), and the OCI
+    /// referrers tag schema's bare `sha256-<hex>` (an index of referrers).
+    /// Nothing else links such a row to its image, so without this a rule
+    /// on tagged images could expire the signature of an image it keeps.
+    pub fn tag_subject(&self) -> Option<String> {
+        self.tags.iter().find_map(|tag| {
+            let rest = tag.strip_prefix("sha256-")?;
+            let (hex, suffix) = rest.split_at_checked(64)?;
+            let hex_ok = hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            (hex_ok && matches!(suffix, "" | ".sig" | ".att" | ".sbom")).then(|| format!("sha256:{hex}"))
+        })
+    }
+
     /// What a lifecycle rule sees of this image.
     pub fn candidate(&self) -> Candidate {
         Candidate {
@@ -511,6 +527,28 @@ mod tests {
         assert_eq!(protected[&d(1)], "in use by task definition family users (users:7) in us-east-1 (tag v1)");
         assert_eq!(protected[&d(2)], "in use by task prod/abc in us-east-1 (digest)");
         assert_eq!(protected.len(), 2);
+    }
+
+    #[test]
+    fn a_cosign_tag_names_its_subject_and_nothing_else_does() {
+        let hex = "0123456789abcdef".repeat(4);
+        let row = |tag: &str| RepoImage { digest: d(9), tags: vec!["v1".into(), tag.into()], ..RepoImage::default() };
+        for tag in [format!("sha256-{hex}.sig"), format!("sha256-{hex}.att"), format!("sha256-{hex}.sbom"), format!("sha256-{hex}")]
+        {
+            assert_eq!(row(&tag).tag_subject(), Some(format!("sha256:{hex}")), "{tag}");
+        }
+        let upper = hex.to_ascii_uppercase();
+        for tag in [
+            format!("sha256-{upper}.sig"),
+            format!("sha256-{}.sig", &hex[1..]),
+            format!("sha256-{hex}0.sig"),
+            format!("sha256-{hex}.sig2"),
+            format!("sha512-{hex}.sig"),
+            format!("sha256:{hex}"),
+            "latest".to_string(),
+        ] {
+            assert_eq!(row(&tag).tag_subject(), None, "{tag}");
+        }
     }
 
     #[test]

@@ -93,12 +93,15 @@ pub async fn plan_repository(
     Ok(Some(snapshot))
 }
 
-/// Subject → its referrers, as DescribeImages names them.
+/// Subject → its referrers, as DescribeImages names them
+/// (`subjectManifestDigest`), or else as a cosign-style tag does
+/// ([`RepoImage::tag_subject`]).
 pub fn listed_referrers(images: &[RepoImage]) -> BTreeMap<String, Vec<String>> {
     let mut referrers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for image in images {
-        if let Some(subject) = image.subject.as_deref().filter(|s| *s != image.digest) {
-            referrers.entry(subject.to_string()).or_default().push(image.digest.clone());
+        let subject = image.subject.clone().or_else(|| image.tag_subject());
+        if let Some(subject) = subject.filter(|s| *s != image.digest) {
+            referrers.entry(subject).or_default().push(image.digest.clone());
         }
     }
     referrers
@@ -315,6 +318,26 @@ mod tests {
         assert!(unexplained(&snapshot).is_some());
         snapshot.children.insert(d(8), vec![d(9)]);
         assert!(unexplained(&snapshot).is_none(), "an index lists it");
+    }
+
+    /// DescribeImages' subject first; a cosign-style tag names one where it
+    /// says nothing; a row naming itself is no referrer.
+    #[test]
+    fn referrers_come_from_the_subject_or_else_a_cosign_tag() {
+        let tagged = |digest: u32, tag: String, subject: Option<u32>| RepoImage {
+            digest: d(digest),
+            tags: vec![tag],
+            subject: subject.map(d),
+            ..RepoImage::default()
+        };
+        let sig = |of: u32| format!("{}.sig", d(of).replace(':', "-"));
+        let images = [
+            tagged(5, sig(1), None),
+            tagged(6, "v1".into(), Some(2)),
+            tagged(7, sig(3), Some(2)),
+            tagged(8, sig(8), None),
+        ];
+        assert_eq!(listed_referrers(&images), BTreeMap::from([(d(1), vec![d(5)]), (d(2), vec![d(6), d(7)])]));
     }
 
     #[test]

@@ -89,6 +89,12 @@ impl<V: Clone> Bounded<V> {
     }
 }
 
+/// A service revision that can no longer change: it names containers, and
+/// ECS has recorded the digest of every one.
+fn is_final(revision: &ServiceRevision) -> bool {
+    !revision.images.is_empty() && revision.images.iter().all(|c| c.digest.as_deref().is_some_and(|d| !d.is_empty()))
+}
+
 /// Does this task-definition name pin one revision (`family:7`, or an ARN
 /// ending in `:7`)? Only such a name always describes the same thing.
 fn pins_a_revision(name: &str) -> bool {
@@ -431,7 +437,10 @@ impl EcsUsage for EcsAdapter {
             }));
         }
         if let Ok(mut known) = self.service_revisions.lock() {
-            for revision in &revisions[first_new..] {
+            // Only a revision whose digests are all known is final: ECS fills
+            // a container's `imageDigest` in once it has resolved the image,
+            // and a revision read before that must be read again.
+            for revision in revisions[first_new..].iter().filter(|r| is_final(r)) {
                 known.insert(revision.arn.clone(), revision.clone());
             }
         }
@@ -1138,10 +1147,18 @@ mod tests {
         });
         let revision_arn = |n: u8| format!("arn:aws:ecs:us-east-1:123456789012:service-revision/prod/users/{n}");
         let revisions = mock!(Client::describe_service_revisions).then_output(move || {
-            DescribeServiceRevisionsOutput::builder()
-                .service_revisions(R::builder().service_revision_arn(revision_arn(1)).build())
-                .service_revisions(R::builder().service_revision_arn(revision_arn(2)).build())
-                .build()
+            let revision = |n: u8| {
+                R::builder()
+                    .service_revision_arn(revision_arn(n))
+                    .container_images(
+                        aws_sdk_ecs::types::ContainerImage::builder()
+                            .image("123456789012.dkr.ecr.us-east-1.amazonaws.com/users:latest")
+                            .image_digest(format!("sha256:{}", n.to_string().repeat(64)))
+                            .build(),
+                    )
+                    .build()
+            };
+            DescribeServiceRevisionsOutput::builder().service_revisions(revision(1)).service_revisions(revision(2)).build()
         });
         let ecs = EcsAdapter::from_client(mock_client!(aws_sdk_ecs, RuleMode::MatchAny, [&td, &revisions]));
         for _ in 0..3 {
@@ -1163,6 +1180,44 @@ mod tests {
         assert_eq!(first.len(), 2);
         assert_eq!(again.len(), 2);
         assert_eq!(revisions.num_calls(), 1, "the second read comes from what the first found");
+    }
+
+    /// ECS records a container's digest once it has resolved the image: a
+    /// revision read before that is not final, and is asked again, so the
+    /// digest it pins is protected once ECS knows it.
+    #[tokio::test]
+    async fn a_service_revision_without_its_digest_yet_is_read_again() {
+        use aws_sdk_ecs::operation::describe_service_revisions::DescribeServiceRevisionsOutput;
+        use aws_sdk_ecs::types::{ContainerImage as C, ServiceRevision as R};
+        let arn = "arn:aws:ecs:us-east-1:123456789012:service-revision/prod/users/7";
+        let image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/users:latest";
+        let digest = format!("sha256:{}", "d".repeat(64));
+        let answer = |digest: Option<String>| {
+            DescribeServiceRevisionsOutput::builder()
+                .service_revisions(
+                    R::builder()
+                        .service_revision_arn(arn)
+                        .container_images(C::builder().image(image).set_image_digest(digest).build())
+                        .build(),
+                )
+                .build()
+        };
+        let (early, later) = (answer(None), answer(Some(digest.clone())));
+        let revisions = mock!(Client::describe_service_revisions)
+            .sequence()
+            .output(move || early.clone())
+            .output(move || later.clone())
+            .build();
+        let ecs = EcsAdapter::from_client(mock_client!(aws_sdk_ecs, RuleMode::Sequential, [&revisions]));
+        let arns = [arn.to_string()];
+        let first = EcsUsage::service_revisions(&ecs, &arns).await.expect("read");
+        assert_eq!(first[0].images[0].digest, None);
+        let second = EcsUsage::service_revisions(&ecs, &arns).await.expect("read");
+        assert_eq!(second[0].images[0].digest.as_deref(), Some(digest.as_str()), "asked again, digest now known");
+        // A third call would find the mock's answers used up, and fail.
+        let third = EcsUsage::service_revisions(&ecs, &arns).await.expect("read from the cache");
+        assert_eq!(third[0].images[0].digest.as_deref(), Some(digest.as_str()));
+        assert_eq!(revisions.num_calls(), 2, "cached once final");
     }
 
     #[test]

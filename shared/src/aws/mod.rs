@@ -53,9 +53,43 @@ pub async fn cold_start<C>(
 ) -> Result<ColdStart<C>, lambda_runtime::Error> {
     crate::telemetry::init_tracing();
     let config = config().inspect_err(|e| tracing::error!(error = %e, "cold start failed"))?;
+    if let Some(bundle) = ca_bundle_only(|name| std::env::var(name).ok(), || openssl_probe::probe().cert_file) {
+        // Read by the HTTPS client when it loads the trust store, after this.
+        // Sound: the functions' `main` runs a current-thread runtime and calls
+        // this first, so no other thread reads the environment yet (Rust
+        // 2024 makes `set_var` unsafe for that reason).
+        std::env::set_var("SSL_CERT_FILE", &bundle);
+    }
     let sdk = load_config().inspect_err(|e| tracing::error!(error = %e, "cold start failed"))?;
     let region = sdk.region().map(ToString::to_string).ok_or("AWS_REGION is not set")?;
     Ok(ColdStart { config, sdk, region, api_calls: ApiCalls::default() })
+}
+
+/// The system's CA bundle, to trust alone, unless `SSL_CERT_FILE` or
+/// `SSL_CERT_DIR` says which certificates to trust (`var`): the first file
+/// of `probe` (openssl-probe's list of the bundles distributions keep, e.g.
+/// AL2023's `/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem`, Debian's
+/// `/etc/ssl/certs/ca-certificates.crt`). `None`: the HTTPS client chooses,
+/// as before.
+///
+/// Why: with neither variable set, the client (rustls-native-certs) reads
+/// the bundle and then every file of the certificate directories, which hold
+/// the same certificates one per file (AL2023's `/etc/ssl/certs` has one per
+/// root CA beside their hash links, as does Debian's). Parsing them all again
+/// was half of every cold start (README, "Benchmarks"). OpenSSL itself
+/// reads a certificate directory only to look up a hash link on demand; the
+/// distributions' tools (`update-ca-trust`, `update-ca-certificates`) write
+/// the bundle and the directory from the same list. To trust a directory
+/// too, set `SSL_CERT_DIR` (and `SSL_CERT_FILE` for the bundle).
+pub fn ca_bundle_only(
+    var: impl Fn(&str) -> Option<String>,
+    probe: impl FnOnce() -> Option<std::path::PathBuf>,
+) -> Option<std::path::PathBuf> {
+    let chosen = |name: &str| var(name).is_some_and(|v| !v.is_empty());
+    if chosen("SSL_CERT_FILE") || chosen("SSL_CERT_DIR") {
+        return None;
+    }
+    probe()
 }
 
 /// The HTTPS client every SDK client shares: the SDK's own (hyper, rustls),
@@ -356,6 +390,19 @@ mod tests {
 
     fn env(set: &[(&str, &str)]) -> Vec<(String, String)> {
         set.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn the_system_bundle_alone_is_trusted_unless_a_certificate_variable_chooses() {
+        let bundle = || Some(std::path::PathBuf::from("/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem"));
+        assert_eq!(ca_bundle_only(vars(&[]), bundle), bundle());
+        // An empty variable counts as unset, as everywhere in the configuration.
+        assert_eq!(ca_bundle_only(vars(&[("SSL_CERT_FILE", ""), ("SSL_CERT_DIR", "")]), bundle), bundle());
+        // Either variable is the user's choice, left to the HTTPS client as is.
+        assert_eq!(ca_bundle_only(vars(&[("SSL_CERT_FILE", "/opt/corp/ca.pem")]), bundle), None);
+        assert_eq!(ca_bundle_only(vars(&[("SSL_CERT_DIR", "/opt/corp/certs")]), bundle), None);
+        // No bundle found: the HTTPS client looks where it always has.
+        assert_eq!(ca_bundle_only(vars(&[]), || None), None);
     }
 
     /// The configuration from [`sdk_config`], with fixed credentials (the
