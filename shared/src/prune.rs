@@ -533,8 +533,12 @@ mod tests {
     fn a_cosign_tag_names_its_subject_and_nothing_else_does() {
         let hex = "0123456789abcdef".repeat(4);
         let row = |tag: &str| RepoImage { digest: d(9), tags: vec!["v1".into(), tag.into()], ..RepoImage::default() };
-        for tag in [format!("sha256-{hex}.sig"), format!("sha256-{hex}.att"), format!("sha256-{hex}.sbom"), format!("sha256-{hex}")]
-        {
+        for tag in [
+            format!("sha256-{hex}.sig"),
+            format!("sha256-{hex}.att"),
+            format!("sha256-{hex}.sbom"),
+            format!("sha256-{hex}"),
+        ] {
             assert_eq!(row(&tag).tag_subject(), Some(format!("sha256:{hex}")), "{tag}");
         }
         let upper = hex.to_ascii_uppercase();

@@ -1158,7 +1158,10 @@ mod tests {
                     )
                     .build()
             };
-            DescribeServiceRevisionsOutput::builder().service_revisions(revision(1)).service_revisions(revision(2)).build()
+            DescribeServiceRevisionsOutput::builder()
+                .service_revisions(revision(1))
+                .service_revisions(revision(2))
+                .build()
         });
         let ecs = EcsAdapter::from_client(mock_client!(aws_sdk_ecs, RuleMode::MatchAny, [&td, &revisions]));
         for _ in 0..3 {
