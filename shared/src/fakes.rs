@@ -416,6 +416,10 @@ pub struct FakeRegistry {
     pub broken_index: Option<String>,
     /// BatchDeleteImage is denied as a whole (outside PruneRepositoryArnPattern).
     pub delete_denied: bool,
+    /// The rows from the second listing on, as though someone re-tagged or
+    /// pushed after the first DescribeImages; how many listings were made.
+    pub relisted: Option<Vec<RepoImage>>,
+    pub listings: Mutex<usize>,
 }
 
 impl FakeRegistry {
@@ -504,6 +508,11 @@ impl Registry for FakeRegistry {
     }
 
     async fn images(&self, _repository: &str) -> Result<Vec<RepoImage>, AwsError> {
+        let mut listings = lock(&self.listings);
+        *listings += 1;
+        if let (true, Some(rows)) = (*listings == 2, &self.relisted) {
+            *lock(&self.images) = rows.clone();
+        }
         Ok(lock(&self.images).clone())
     }
 

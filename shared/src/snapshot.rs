@@ -27,6 +27,27 @@ impl RepositorySnapshot {
         let used = prune::in_use(id, &self.images, uses);
         prune::plan(policy, &self.images, &used, &self.children, &self.referrers, now, safety)
     }
+
+    /// Planned again with the repository's rows as DescribeImages lists them
+    /// now (`images`), against a newer "in use" set: a tag moved onto an
+    /// expired image since the first listing (a rollback by re-tagging)
+    /// takes it out of the untagged rules, and a use by that tag resolves to
+    /// it. Index children are the first listing's; referrers are those it
+    /// knew plus what the new rows name.
+    pub fn replan_listed(
+        &self,
+        images: &[RepoImage],
+        id: &RepositoryId,
+        policy: &Policy,
+        uses: &InUse,
+        now: i64,
+        safety: Safety,
+    ) -> PrunePlan {
+        let mut referrers = self.referrers.clone();
+        merge(&mut referrers, listed_referrers(images));
+        let used = prune::in_use(id, images, uses);
+        prune::plan(policy, images, &used, &self.children, &referrers, now, safety)
+    }
 }
 
 /// Reads the repository's images and index children and plans them.

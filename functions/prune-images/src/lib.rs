@@ -628,8 +628,22 @@ async fn apply_into(
         }
     };
     let id = snapshot::repository_id(repository, &deps.region);
-    let again = snapshot.replan(&id, run.policy, latest, run.now, deps.config.safety());
-    let plan = still_to_delete(&snapshot.plan, &again, report);
+    let first = &snapshot.plan;
+    let again = if first.deletions() == 0 && first.transition_images.is_empty() {
+        snapshot.replan(&id, run.policy, latest, run.now, deps.config.safety())
+    } else {
+        // The rows as they are now, listed after the fresh read: the first
+        // listing's tags may be minutes old by now (a chunk plans 200
+        // repositories first), and a tag moved onto an expired image since,
+        // with a user of that tag, keeps it.
+        let images = match deps.ecr.images(&repository.name).await {
+            Ok(images) => images,
+            Err(e) if e.code_is("RepositoryNotFoundException") => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        snapshot.replan_listed(&images, &id, run.policy, latest, run.now, deps.config.safety())
+    };
+    let plan = still_to_delete(first, &again, report);
     if !report.protected_late.is_empty() {
         warn!(repository = %repository.name, kept = report.protected_late.len(), "in use since the plan: kept");
     }
@@ -959,6 +973,29 @@ mod tests {
             users.protected_late
         );
         assert_eq!(report.in_use.reads, 2);
+    }
+
+    /// A rollback by re-tagging: between the plan and the deletion, `latest`
+    /// moves from image 1 onto the expired, untagged image 3, and a Lambda
+    /// function runs `users:latest`. The deletion follows the rows listed
+    /// after the fresh read, not the plan's: 3 stays, 2 goes, and 1, kept by
+    /// the plan, is not touched though it lost its tag.
+    #[tokio::test]
+    async fn an_expired_image_re_tagged_since_the_plan_for_a_user_of_that_tag_is_kept() {
+        let mut registry =
+            FakeRegistry::new("users", vec![row(1, false, &["latest"]), row(2, false, &[]), row(3, false, &[])]);
+        registry.relisted = Some(vec![row(1, false, &[]), row(2, false, &[]), row(3, false, &["latest"])]);
+        let mut by_tag = InUse::default();
+        by_tag.add_reference(
+            format!("{HOST}/users:latest"),
+            User::new(Source::LambdaFunction, "resize:$LATEST", "us-east-1"),
+        );
+        let d_ = deps_with(registry, ScriptedInUse::always(by_tag));
+        let report = handle(&d_, json!({"dryRun": false})).await.expect("pruned");
+        let users = &report.repositories[0];
+        assert_eq!(users.deleted, [d(2)]);
+        assert_eq!(users.protected_late.iter().map(|p| p.digest.clone()).collect::<Vec<_>>(), [d(3)]);
+        assert!(users.protected_late[0].reason.contains("resize:$LATEST"), "{:?}", users.protected_late);
     }
 
     #[tokio::test]

@@ -593,6 +593,10 @@ fn bounds(shape: &Shape, function: &str) -> BTreeMap<&'static str, usize> {
             // DescribeRepositories does not return: one read per repository.
             b.insert("ListTagsForResource", r);
             b.insert("BatchDeleteImage", (0..r).map(|x| shape.deletions(x).div_ceil(100)).sum());
+            // A repository that deletes lists its images again after the
+            // fresh read, right before deleting (tags may have moved since).
+            let deleting = (0..r).filter(|&x| shape.deletions(x) > 0).count();
+            *b.entry("DescribeImages").or_default() += deleting * i.div_ceil(1000).max(1);
             // No ListImageReferrers: DescribeImages names each referrer's
             // subject, and every row of this world is a container image (an
             // OCI image config), so none could hide one.
