@@ -110,6 +110,17 @@ struct ColdStart {
 
 /// Time from spawning `program` to its first request on a loopback listener
 /// that only records it, `runs` times; and the process's peak RSS then.
+/// What Lambda's `provided.al2023` runtime sets in every function's
+/// environment besides the AWS variables (AWS Lambda Developer Guide,
+/// "Defined runtime environment variables"), which `measure_coldstart` adds.
+const LAMBDA_ENVIRONMENT: [(&str, &str); 5] = [
+    ("PATH", "/usr/local/bin:/usr/bin/:/bin:/opt/bin"),
+    ("LANG", "en_US.UTF-8"),
+    ("TZ", ":UTC"),
+    ("LAMBDA_TASK_ROOT", "/var/task"),
+    ("LAMBDA_RUNTIME_DIR", "/var/runtime"),
+];
+
 fn measure_coldstart(
     runs: usize,
     program: &Path,
@@ -129,6 +140,11 @@ fn measure_coldstart(
         let started = Instant::now();
         let mut child = Command::new(program)
             .args(args)
+            // Lambda's environment, not this shell's: a developer's shell may
+            // set SSL_CERT_FILE and SSL_CERT_DIR (this machine's does), which
+            // the functions honour and Lambda does not set.
+            .env_clear()
+            .envs(LAMBDA_ENVIRONMENT)
             .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{port}"))
             .env("AWS_LAMBDA_FUNCTION_NAME", "bench")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
