@@ -420,6 +420,9 @@ pub struct FakeRegistry {
     /// pushed after the first DescribeImages; how many listings were made.
     pub relisted: Option<Vec<RepoImage>>,
     pub listings: Mutex<usize>,
+    /// The repository is deleted after the first listing: later ones answer
+    /// `RepositoryNotFoundException`.
+    pub gone_after_listing: bool,
 }
 
 impl FakeRegistry {
@@ -510,6 +513,13 @@ impl Registry for FakeRegistry {
     async fn images(&self, _repository: &str) -> Result<Vec<RepoImage>, AwsError> {
         let mut listings = lock(&self.listings);
         *listings += 1;
+        if *listings > 1 && self.gone_after_listing {
+            return Err(not_found(
+                "DescribeImages",
+                "RepositoryNotFoundException",
+                &format!("repository {}", self.repository),
+            ));
+        }
         if let (true, Some(rows)) = (*listings == 2, &self.relisted) {
             *lock(&self.images) = rows.clone();
         }

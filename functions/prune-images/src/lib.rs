@@ -638,7 +638,10 @@ async fn apply_into(
         // with a user of that tag, keeps it.
         let images = match deps.ecr.images(&repository.name).await {
             Ok(images) => images,
-            Err(e) if e.code_is("RepositoryNotFoundException") => return Ok(()),
+            Err(e) if e.code_is("RepositoryNotFoundException") => {
+                report.skipped = Some("the repository was deleted during the run".into());
+                return Ok(());
+            }
             Err(e) => return Err(e.into()),
         };
         snapshot.replan_listed(&images, &id, run.policy, latest, run.now, deps.config.safety())
@@ -996,6 +999,20 @@ mod tests {
         assert_eq!(users.deleted, [d(2)]);
         assert_eq!(users.protected_late.iter().map(|p| p.digest.clone()).collect::<Vec<_>>(), [d(3)]);
         assert!(users.protected_late[0].reason.contains("resize:$LATEST"), "{:?}", users.protected_late);
+    }
+
+    /// Deleted by someone else between the plan and the second listing:
+    /// nothing to delete, reported as skipped, not as a failure.
+    #[tokio::test]
+    async fn a_repository_deleted_before_its_second_listing_is_skipped() {
+        let mut registry = FakeRegistry::new("users", vec![row(1, false, &["latest"]), row(2, false, &[])]);
+        registry.gone_after_listing = true;
+        let d_ = deps(registry);
+        let report = handle(&d_, json!({"dryRun": false})).await.expect("a run, not an error");
+        let users = &report.repositories[0];
+        assert!(users.deleted.is_empty() && users.error.is_none(), "{users:?}");
+        assert_eq!(users.skipped.as_deref(), Some("the repository was deleted during the run"));
+        assert_eq!(report.repositories_failed, 0);
     }
 
     #[tokio::test]

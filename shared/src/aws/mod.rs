@@ -74,8 +74,8 @@ pub async fn cold_start<C>(
 ///
 /// Why: with neither variable set, the client (rustls-native-certs) reads
 /// the bundle and then every file of the certificate directories, which hold
-/// the same certificates one per file (AL2023's `/etc/ssl/certs` has one per
-/// root CA beside their hash links, as does Debian's). Parsing them all again
+/// the same certificates one per file beside their hash links (Debian's
+/// `/etc/ssl/certs` does, and AL2023's is reported to, golang/go#79018). Parsing them all again
 /// was half of every cold start (README, "Benchmarks"). OpenSSL itself
 /// reads a certificate directory only to look up a hash link on demand; the
 /// distributions' tools (`update-ca-trust`, `update-ca-certificates`) write
