@@ -417,8 +417,9 @@ pub struct FakeRegistry {
     /// BatchDeleteImage is denied as a whole (outside PruneRepositoryArnPattern).
     pub delete_denied: bool,
     /// The rows from the second listing on, as though someone re-tagged or
-    /// pushed after the first DescribeImages; how many listings were made.
+    /// pushed after the first DescribeImages.
     pub relisted: Option<Vec<RepoImage>>,
+    /// DescribeImages listings made so far.
     pub listings: Mutex<usize>,
     /// The repository is deleted after the first listing: later ones answer
     /// `RepositoryNotFoundException`.

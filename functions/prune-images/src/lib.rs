@@ -628,25 +628,21 @@ async fn apply_into(
         }
     };
     let id = snapshot::repository_id(repository, &deps.region);
-    let first = &snapshot.plan;
-    let again = if first.deletions() == 0 && first.transition_images.is_empty() {
-        snapshot.replan(&id, run.policy, latest, run.now, deps.config.safety())
-    } else {
-        // The rows as they are now, listed after the fresh read: the first
-        // listing's tags may be minutes old by now (a chunk plans 200
-        // repositories first), and a tag moved onto an expired image since,
-        // with a user of that tag, keeps it.
-        let images = match deps.ecr.images(&repository.name).await {
-            Ok(images) => images,
-            Err(e) if e.code_is("RepositoryNotFoundException") => {
-                report.skipped = Some("the repository was deleted during the run".into());
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
-        };
-        snapshot.replan_listed(&images, &id, run.policy, latest, run.now, deps.config.safety())
+    // The rows as they are now, listed after the fresh read (a planned
+    // repository always deletes or archives something): the first listing's
+    // tags may be minutes old by now (a chunk plans 200 repositories first),
+    // and a tag moved onto an expired image since, with a user of that tag,
+    // keeps it.
+    let images = match deps.ecr.images(&repository.name).await {
+        Ok(images) => images,
+        Err(e) if e.code_is("RepositoryNotFoundException") => {
+            report.skipped = Some("the repository was deleted during the run".into());
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
     };
-    let plan = still_to_delete(first, &again, report);
+    let again = snapshot.replan_listed(&images, &id, run.policy, latest, run.now, deps.config.safety());
+    let plan = still_to_delete(&snapshot.plan, &again, report);
     if !report.protected_late.is_empty() {
         warn!(repository = %repository.name, kept = report.protected_late.len(), "in use since the plan: kept");
     }

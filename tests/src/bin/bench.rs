@@ -11,8 +11,8 @@
 //!   the adapters' page sizes give for that world, wall time, the function's
 //!   CPU time and moto's (in all and per operation, from the emulator's
 //!   stats endpoint); then the boto3 peer (`tests/bench/boto3_prune.py`) on
-//!   a fresh copy of the same world, and the ratios. Prints one table and writes JSON to `BENCH_JSON`
-//!   (default target/bench/results.json).
+//!   a fresh copy of the same world, and the ratios. Prints one table and
+//!   writes JSON to `BENCH_JSON` (default target/bench/results.json).
 //! - `bench cycle`: prune-images over the same world (`BENCH_*`) as one
 //!   scheduled cycle fanned out over a work queue on moto's SQS, with Lambda's
 //!   event source mapping stood in for (`autopilot_e2e::queue`), one batch at
@@ -108,8 +108,6 @@ struct ColdStart {
     peak_kib: u64,
 }
 
-/// Time from spawning `program` to its first request on a loopback listener
-/// that only records it, `runs` times; and the process's peak RSS then.
 /// What Lambda's `provided.al2023` runtime sets in every function's
 /// environment besides the AWS variables (AWS Lambda Developer Guide,
 /// "Defined runtime environment variables"), which `measure_coldstart` adds.
@@ -121,6 +119,9 @@ const LAMBDA_ENVIRONMENT: [(&str, &str); 5] = [
     ("LAMBDA_RUNTIME_DIR", "/var/runtime"),
 ];
 
+/// Time from spawning `program` to its first request on a loopback listener
+/// that only records it, `runs` times, in Lambda's environment plus `env`;
+/// and the process's peak RSS then.
 fn measure_coldstart(
     runs: usize,
     program: &Path,
@@ -749,11 +750,6 @@ impl Emulator {
         Emulator { cpu: self.cpu - before.cpu, operations }
     }
 
-    /// CPU seconds serving `operations` (every request of each).
-    fn cpu_of(&self, operations: &[&str]) -> f64 {
-        operations.iter().filter_map(|op| self.operations.get(*op)).map(|(_, cpu)| cpu).sum()
-    }
-
     fn json(&self) -> Value {
         let operations: BTreeMap<&str, Value> = self
             .operations
@@ -814,7 +810,6 @@ fn world() {
         row["wallSeconds"] = json!(run.wall);
         row["peakRssKiB"] = json!(run.rss);
         row["cpuSeconds"] = json!(run.cpu);
-        row["emulatorCpuSeconds"] = json!(run.emulator.cpu);
         row["emulator"] = run.emulator.json();
         row["apiCalls"] = json!(calls);
         row["apiCallsTotal"] = json!(calls.values().sum::<u64>());
@@ -875,8 +870,7 @@ fn world() {
         "coldStartMs": {"median": peer_cold.median_ms, "min": peer_cold.min_ms, "p90": peer_cold.p90_ms, "max": peer_cold.max_ms, "runs": runs},
         "coldStartPeakRssKiB": peer_cold.peak_kib,
         "wallSeconds": peer["wallSeconds"], "processSeconds": peer_process,
-        "peakRssKiB": peer["peakRssKiB"], "cpuSeconds": peer["cpuSeconds"], "emulatorCpuSeconds": peer_emulator.cpu, "emulator": peer_emulator.json(),
-        "emulatorCpuSecondsPruneFloor": peer_emulator.cpu_of(&PRUNE_FLOOR), "apiCalls": peer_calls, "apiCallsTotal": peer_calls.values().sum::<u64>(),
+        "peakRssKiB": peer["peakRssKiB"], "cpuSeconds": peer["cpuSeconds"], "emulator": peer_emulator.json(), "apiCalls": peer_calls, "apiCallsTotal": peer_calls.values().sum::<u64>(),
         "imagesDeleted": peer["imagesDeleted"], "imagesLeft": peer_left,
     });
     let prune = &rows["prune-images"];
@@ -888,7 +882,7 @@ fn world() {
         "coldStart": ratio(&prune["coldStartMs"]["median"], &peer_row["coldStartMs"]["median"]),
         "wall": ratio(&prune["wallSeconds"], &peer_row["wallSeconds"]),
         "cpu": ratio(&prune["cpuSeconds"], &peer_row["cpuSeconds"]),
-        "emulatorCpu": ratio(&prune["emulatorCpuSeconds"], &peer_row["emulatorCpuSeconds"]),
+        "emulatorCpu": ratio(&prune["emulator"]["cpuSeconds"], &peer_row["emulator"]["cpuSeconds"]),
         "peakRss": ratio(&prune["peakRssKiB"], &peer_row["peakRssKiB"]),
         "apiCalls": ratio(&prune["apiCallsTotal"], &peer_row["apiCallsTotal"]),
     });
@@ -976,7 +970,7 @@ fn print_table(results: &Value) {
             over,
             r["wallSeconds"].as_f64().map_or("-".into(), |s| format!("{s:.2}")),
             r["cpuSeconds"].as_f64().map_or("-".into(), |s| format!("{s:.2}")),
-            r["emulatorCpuSeconds"].as_f64().map_or("-".into(), |s| format!("{s:.2}"))
+            r["emulator"]["cpuSeconds"].as_f64().map_or("-".into(), |s| format!("{s:.2}"))
         );
     };
     for (name, r) in results["functions"].as_object().into_iter().flatten() {
@@ -1016,15 +1010,15 @@ fn print_table(results: &Value) {
         );
     }
     let (ours, peer) = (&results["functions"]["prune-images"], &results["boto3Peer"]);
-    if let (Some(wall), Some(busy), Some(peer_wall), Some(peer_busy), Some(floor)) = (
+    if let (Some(wall), Some(busy), Some(peer_wall), Some(peer_busy)) = (
         ours["wallSeconds"].as_f64(),
-        ours["emulatorCpuSeconds"].as_f64(),
+        ours["emulator"]["cpuSeconds"].as_f64(),
         peer["wallSeconds"].as_f64(),
-        peer["emulatorCpuSeconds"].as_f64(),
-        peer["emulatorCpuSecondsPruneFloor"].as_f64(),
+        peer["emulator"]["cpuSeconds"].as_f64(),
     ) {
-        let floor_calls: u64 =
-            PRUNE_FLOOR.iter().filter_map(|op| peer["emulator"]["operations"][*op]["requests"].as_u64()).sum();
+        let floor_ops = PRUNE_FLOOR.map(|op| &peer["emulator"]["operations"][op]);
+        let floor_calls: u64 = floor_ops.iter().filter_map(|o| o["requests"].as_u64()).sum();
+        let floor: f64 = floor_ops.iter().filter_map(|o| o["cpuSeconds"].as_f64()).sum();
         println!(
             "emulator: moto was busy {busy:.2} s of prune-images' {wall:.2} s and {peer_busy:.2} s of the peer's {peer_wall:.2} s; \
              the {floor_calls} calls any prune of this world makes ({}) took it {floor:.2} s in the peer's run, \
